@@ -1,0 +1,1 @@
+"""Adapters to the outside world: Kubernetes, Prometheus, Slack, Google Cloud."""

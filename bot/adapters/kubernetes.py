@@ -1,0 +1,205 @@
+"""Kubernetes through the official client.
+
+Responses are read as the API's own JSON (``_preload_content=False``) instead
+of the client's model classes: the procedures then speak the same field names
+as ``kubectl -o json`` and the runbook, and we skip the client's slow
+deserialisation of large pod lists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from bot.errors import BackendUnavailable, ConfigurationError, UserError
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+def _status_message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+        return str(body.get("message") or exc.reason)
+    except (ValueError, TypeError):
+        return str(exc.reason)
+
+
+class KubeGateway:
+    def __init__(self, kubeconfig: str | None, namespace: str, timeout: float) -> None:
+        self.namespace = namespace
+        self._timeout = timeout
+        try:
+            if kubeconfig:
+                api_client = config.new_client_from_config(config_file=kubeconfig)
+            else:
+                try:
+                    config.load_incluster_config()
+                    api_client = client.ApiClient()
+                except ConfigException:
+                    api_client = config.new_client_from_config()
+        except (ConfigException, OSError, TypeError) as exc:
+            raise ConfigurationError(f"KUBECONFIG: cannot load a Kubernetes configuration ({exc})") from None
+        # Several worker threads share this client: size the pool for them.
+        api_client.rest_client.pool_manager.connection_pool_kw["maxsize"] = 32
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    # -- plumbing -----------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, not_found: str | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", self._timeout)
+        kwargs["_preload_content"] = False
+        try:
+            response = fn(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404 and not_found:
+                raise UserError(not_found) from None
+            if exc.status == 400:
+                raise UserError(_status_message(exc)) from None
+            if exc.status in (401, 403):
+                raise BackendUnavailable(
+                    f"Kubernetes refused the bot ({exc.status}) while {what}: {_status_message(exc)}"
+                ) from None
+            raise BackendUnavailable(
+                f"Kubernetes answered {exc.status} while {what}: {_status_message(exc)}"
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise BackendUnavailable(
+                f"Kubernetes API did not answer while {what} ({type(exc).__name__})"
+            ) from None
+        data = response.data
+        return data
+
+    def _json(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Obj:
+        return json.loads(self._call(what, fn, *args, **kwargs))
+
+    # -- reads ---------------------------------------------------------------
+    def version(self) -> Obj:
+        return self._json("reading the version", client.VersionApi(self.api_client).get_code)
+
+    def nodes(self) -> list[Obj]:
+        return self._json("listing nodes", self.core.list_node)["items"]
+
+    def pods(self, selector: str | None = None, field_selector: str | None = None) -> list[Obj]:
+        kwargs: dict[str, Any] = {}
+        if selector:
+            kwargs["label_selector"] = selector
+        if field_selector:
+            kwargs["field_selector"] = field_selector
+        return self._json(
+            "listing pods", self.core.list_namespaced_pod, self.namespace, **kwargs
+        )["items"]
+
+    def pod(self, name: str) -> Obj:
+        return self._json(
+            f"reading pod {name}",
+            self.core.read_namespaced_pod,
+            name,
+            self.namespace,
+            not_found=f"Pod `{name}` does not exist in namespace `{self.namespace}`. "
+            "List pods with `/aia pods`.",
+        )
+
+    def events(self, field_selector: str | None = None) -> list[Obj]:
+        kwargs = {"field_selector": field_selector} if field_selector else {}
+        return self._json(
+            "listing events", self.core.list_namespaced_event, self.namespace, **kwargs
+        )["items"]
+
+    def pod_log(
+        self,
+        name: str,
+        container: str | None = None,
+        previous: bool = False,
+        since_seconds: int | None = None,
+        tail_lines: int | None = None,
+        limit_bytes: int | None = None,
+    ) -> str:
+        kwargs: dict[str, Any] = {"previous": previous}
+        if container:
+            kwargs["container"] = container
+        if since_seconds:
+            kwargs["since_seconds"] = since_seconds
+        if tail_lines:
+            kwargs["tail_lines"] = tail_lines
+        if limit_bytes:
+            kwargs["limit_bytes"] = limit_bytes
+        raw = self._call(
+            f"reading the log of {name}",
+            self.core.read_namespaced_pod_log,
+            name,
+            self.namespace,
+            not_found=f"Pod `{name}` does not exist in namespace `{self.namespace}`. "
+            "List pods with `/aia pods`.",
+            **kwargs,
+        )
+        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+
+    def deployments(self) -> list[Obj]:
+        return self._json(
+            "listing deployments", self.apps.list_namespaced_deployment, self.namespace
+        )["items"]
+
+    def deployment(self, name: str) -> Obj:
+        return self._json(
+            f"reading deployment {name}",
+            self.apps.read_namespaced_deployment,
+            name,
+            self.namespace,
+            not_found=f"Deployment `{name}` does not exist in namespace `{self.namespace}`.",
+        )
+
+    def resource_quotas(self) -> list[Obj]:
+        return self._json(
+            "listing resource quotas", self.core.list_namespaced_resource_quota, self.namespace
+        )["items"]
+
+    def secrets_metadata(self) -> list[Obj]:
+        """Secrets without their data: the values are dropped the moment they arrive."""
+        items = self._json("listing secrets", self.core.list_namespaced_secret, self.namespace)["items"]
+        return [
+            {
+                "metadata": item.get("metadata", {}),
+                "type": item.get("type", ""),
+                "keys": sorted((item.get("data") or {}).keys()),
+            }
+            for item in items
+        ]
+
+    def external_secrets(self) -> list[Obj]:
+        return self._json(
+            "listing external secrets",
+            self.custom.list_namespaced_custom_object,
+            "external-secrets.io",
+            "v1beta1",
+            self.namespace,
+            "externalsecrets",
+        )["items"]
+
+    def pod_metrics(self) -> list[Obj]:
+        return self._json(
+            "reading pod metrics (metrics.k8s.io)",
+            self.custom.list_namespaced_custom_object,
+            "metrics.k8s.io",
+            "v1beta1",
+            self.namespace,
+            "pods",
+        )["items"]
+
+    def node_metrics(self) -> list[Obj]:
+        return self._json(
+            "reading node metrics (metrics.k8s.io)",
+            self.custom.list_cluster_custom_object,
+            "metrics.k8s.io",
+            "v1beta1",
+            "nodes",
+        )["items"]

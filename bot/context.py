@@ -1,0 +1,76 @@
+"""What a procedure gets to work with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot.errors import BackendUnavailable
+from bot.roles import Role
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from bot.adapters.kubernetes import KubeGateway
+    from bot.adapters.prometheus import PrometheusGateway
+    from bot.registry import Registry
+    from bot.store.audit import AuditLog
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asked, and from where (Slack IDs; the console uses sandbox IDs)."""
+
+    user_id: str
+    team_id: str | None = None
+    channel_id: str | None = None
+
+
+@dataclass
+class Backends:
+    """Adapters, created on first use so a missing one only fails what needs it."""
+
+    settings: Settings
+    _kube: KubeGateway | None = None
+    _prometheus: PrometheusGateway | None = None
+
+    @property
+    def kube(self) -> KubeGateway:
+        if self._kube is None:
+            from bot.adapters.kubernetes import KubeGateway
+
+            self._kube = KubeGateway(
+                self.settings.kubeconfig,
+                self.settings.aia_namespace,
+                self.settings.kube_request_timeout_seconds,
+            )
+        return self._kube
+
+    @property
+    def prometheus(self) -> PrometheusGateway:
+        if self._prometheus is None:
+            if not self.settings.prometheus_url:
+                raise BackendUnavailable("Prometheus is not configured (set PROMETHEUS_URL).")
+            from bot.adapters.prometheus import PrometheusGateway
+
+            self._prometheus = PrometheusGateway(
+                self.settings.prometheus_url, self.settings.prometheus_timeout_seconds
+            )
+        return self._prometheus
+
+
+@dataclass(frozen=True)
+class ProcedureContext:
+    settings: Settings
+    backends: Backends
+    registry: Registry
+    audit: AuditLog
+    caller: Caller
+    role: Role | None
+
+    @property
+    def kube(self) -> KubeGateway:
+        return self.backends.kube
+
+    @property
+    def prometheus(self) -> PrometheusGateway:
+        return self.backends.prometheus

@@ -1,0 +1,153 @@
+"""The procedure registry: every runbook step is declared here once.
+
+Help, the docs' coverage table, the parser and (later) buttons are all derived
+from these declarations, so a procedure cannot exist in one and not the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from bot.roles import Role
+
+if TYPE_CHECKING:
+    from bot.context import ProcedureContext
+    from bot.results import Result
+
+
+class RiskClass(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    DESTRUCTIVE = "destructive"
+
+    @property
+    def rank(self) -> int:
+        return list(RiskClass).index(self)
+
+
+# Destructive procedures are *requested* by operators; approval (a different
+# person with the approver role) is the two-person rule's job, not the role's.
+REQUIRED_ROLE = {
+    RiskClass.READ: Role.VIEWER,
+    RiskClass.WRITE: Role.OPERATOR,
+    RiskClass.DESTRUCTIVE: Role.OPERATOR,
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter.
+
+    kind:
+      ``positional`` a word in order; ``rest`` the rest of the line verbatim
+      (PromQL); ``option`` ``--name VALUE``; ``flag`` ``--name``.
+    ``convert`` turns the text into a value or raises ValueError with a short
+    reason that is shown to the user.
+    """
+
+    name: str
+    kind: str
+    help: str
+    metavar: str = ""
+    required: bool = False
+    default: Any = None
+    convert: Callable[[str], Any] = str
+
+    def __post_init__(self) -> None:
+        if self.kind not in {"positional", "rest", "option", "flag"}:
+            raise ValueError(f"unknown parameter kind {self.kind!r}")
+
+    @property
+    def display(self) -> str:
+        if self.kind == "flag":
+            text = f"--{self.name}"
+        elif self.kind == "option":
+            text = f"--{self.name} {self.metavar or self.name.upper()}"
+        else:
+            text = self.metavar or self.name.upper()
+        return text if self.required else f"[{text}]"
+
+
+Runner = Callable[["ProcedureContext", dict[str, Any]], "Result"]
+
+
+@dataclass(frozen=True)
+class Procedure:
+    name: str
+    summary: str
+    risk: RiskClass
+    runbook: tuple[str, ...]
+    run: Runner
+    params: tuple[Param, ...] = ()
+    examples: tuple[str, ...] = ()
+    # Anyone may run it, even a user with no role (only /aia help).
+    public: bool = False
+    # Shown in help text after the syntax line: alternatives, caveats.
+    notes: str = ""
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return tuple(self.name.split())
+
+    @property
+    def syntax(self) -> str:
+        return " ".join(["/aia", self.name, *(p.display for p in self.params)])
+
+    @property
+    def required_role(self) -> Role:
+        return REQUIRED_ROLE[self.risk]
+
+
+@dataclass
+class Registry:
+    procedures: dict[str, Procedure] = field(default_factory=dict)
+
+    def register(self, procedure: Procedure) -> Procedure:
+        if procedure.name in self.procedures:
+            raise ValueError(f"procedure {procedure.name!r} is declared twice")
+        self.procedures[procedure.name] = procedure
+        return procedure
+
+    def get(self, name: str) -> Procedure | None:
+        return self.procedures.get(name)
+
+    def __iter__(self) -> Iterable[Procedure]:  # type: ignore[override]
+        return iter(sorted(self.procedures.values(), key=lambda p: p.name))
+
+    def all(self) -> list[Procedure]:
+        return list(iter(self))
+
+    def match(self, words: list[str]) -> Procedure | None:
+        """The procedure whose name is the longest prefix of ``words``."""
+        lowered = [w.lower() for w in words]
+        best: Procedure | None = None
+        for proc in self.procedures.values():
+            n = len(proc.words)
+            if tuple(lowered[:n]) == proc.words and (best is None or n > len(best.words)):
+                best = proc
+        return best
+
+    def with_overrides(self, overrides: dict[str, str]) -> Registry:
+        """Apply configured risk classes. Raising is allowed; lowering is refused."""
+        from dataclasses import replace
+
+        result = Registry(dict(self.procedures))
+        for name, risk_text in overrides.items():
+            proc = result.procedures.get(name)
+            if proc is None:
+                raise ValueError(f"risk_overrides names unknown procedure {name!r}")
+            try:
+                risk = RiskClass(risk_text)
+            except ValueError:
+                raise ValueError(
+                    f"risk_overrides.{name}: {risk_text!r} is not one of read, write, destructive"
+                ) from None
+            if risk.rank < proc.risk.rank:
+                raise ValueError(
+                    f"risk_overrides.{name}: cannot lower {proc.risk.value} to {risk.value}"
+                )
+            result.procedures[name] = replace(proc, risk=risk)
+        return result

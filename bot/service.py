@@ -1,0 +1,158 @@
+"""The dispatcher: parse, authorise, run, audit. Shared by Slack and the console."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+from bot.context import Backends, Caller, ProcedureContext
+from bot.errors import BackendUnavailable, ConfigurationError, UserError
+from bot.parsing import Invocation, parse_command
+from bot.redaction import redact
+from bot.registry import Registry
+from bot.results import Result
+from bot.roles import RoleResolver
+from bot.settings import Settings
+from bot.store.audit import AuditLog, AuditRecord
+
+log = logging.getLogger(__name__)
+
+COMMANDS = Counter("aia_bot_commands_total", "Commands handled", ["procedure", "outcome"])
+DURATION = Histogram(
+    "aia_bot_procedure_seconds",
+    "Time from the start of backend work to the result",
+    ["procedure"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+
+
+class OutcomeKind(StrEnum):
+    OK = "ok"
+    USER_ERROR = "user_error"
+    REFUSED = "refused"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: OutcomeKind
+    text: str
+    result: Result | None = None
+    message: str = ""
+    usage: str | None = None
+    procedure: str | None = None
+
+
+def _arguments_json(invocation: Invocation) -> str:
+    def plain(value: Any) -> Any:
+        return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+    return json.dumps({k: plain(v) for k, v in invocation.args.items() if v not in (None, False)})
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        backends: Backends,
+        audit: AuditLog,
+        roles: RoleResolver,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.backends = backends
+        self.audit = audit
+        self.roles = roles
+
+    def handle(self, text: str, caller: Caller) -> Outcome:
+        text = (text or "").strip()
+        try:
+            invocation = parse_command(text, self.registry)
+        except UserError as exc:
+            return self._finish(caller, "(unparsed)", text, OutcomeKind.USER_ERROR, exc.message, exc.usage)
+
+        proc = invocation.procedure
+        role = self.roles.role_of(caller.user_id)
+        if not proc.public and (role is None or role < proc.required_role):
+            have = f"your role is {role.label}" if role else "you have no role"
+            message = (
+                f"`/aia {proc.name}` needs the {proc.required_role.label} role; {have}. "
+                "Ask an admin to add you to the bot's roles."
+            )
+            return self._finish(
+                caller, proc.name, _arguments_json(invocation), OutcomeKind.REFUSED, message, None, proc.risk
+            )
+
+        context = ProcedureContext(
+            settings=self.settings,
+            backends=self.backends,
+            registry=self.registry,
+            audit=self.audit,
+            caller=caller,
+            role=role,
+        )
+        started = time.monotonic()
+        args_json = _arguments_json(invocation)
+        try:
+            result = proc.run(context, invocation.args)
+        except UserError as exc:
+            return self._finish(
+                caller, proc.name, args_json, OutcomeKind.USER_ERROR, exc.message,
+                exc.usage or f"Usage: `{proc.syntax}`", proc.risk,
+            )
+        except (BackendUnavailable, ConfigurationError) as exc:
+            return self._finish(caller, proc.name, args_json, OutcomeKind.FAILED, redact(str(exc)), None, proc.risk)
+        except Exception:  # noqa: BLE001 - a bug must become an apology, never a stack trace in Slack
+            error_id = uuid.uuid4().hex[:8]
+            log.exception("procedure %s failed (error id %s)", proc.name, error_id)
+            message = f"Something went wrong inside the bot (error id `{error_id}`); it is in the bot's log."
+            return self._finish(caller, proc.name, args_json, OutcomeKind.FAILED, message, None, proc.risk)
+        finally:
+            DURATION.labels(proc.name).observe(time.monotonic() - started)
+        return self._finish(
+            caller, proc.name, args_json, OutcomeKind.OK, result.summary or result.title, None, proc.risk, result
+        )
+
+    def _finish(
+        self,
+        caller: Caller,
+        action: str,
+        arguments: str,
+        kind: OutcomeKind,
+        message: str,
+        usage: str | None,
+        risk: str | None = None,
+        result: Result | None = None,
+    ) -> Outcome:
+        COMMANDS.labels(action, kind.value).inc()
+        try:
+            self.audit.append(
+                AuditRecord(
+                    actor=caller.user_id,
+                    action=action,
+                    outcome=kind.value,
+                    arguments=arguments,
+                    detail=message,
+                    team_id=caller.team_id,
+                    channel_id=caller.channel_id,
+                    risk=str(risk) if risk else None,
+                )
+            )
+        except Exception:  # noqa: BLE001 - the answer still goes out; the gap is logged loudly
+            log.exception("could not write the audit log entry for %s by %s", action, caller.user_id)
+        return Outcome(
+            kind=kind,
+            text=arguments,
+            result=result,
+            message=message,
+            usage=usage,
+            procedure=None if action == "(unparsed)" else action,
+        )

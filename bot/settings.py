@@ -1,0 +1,191 @@
+"""Typed settings: environment variables plus the YAML file named by AIA_BOT_CONFIG.
+
+Every name the runbook hard-codes (namespace, deployments, service, endpoints...)
+is a setting whose default is the runbook's value, so a cluster that differs
+only needs environment variables, not code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigurationError
+
+SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+
+
+class Settings(BaseSettings):
+    """Everything that fits in an environment variable. Field name = variable name."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # --- Slack ---------------------------------------------------------------
+    slack_bot_token: SecretStr | None = Field(None, description="Bot token (xoxb-...).")
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="Signing secret that authenticates requests from Slack."
+    )
+    slack_app_token: SecretStr | None = Field(None, description="App-level token, Socket Mode only.")
+    slack_api_url: str = Field(
+        "https://slack.com/api/", description="Web API base URL; tests point it at a local server."
+    )
+    aia_alert_channel: str = Field(
+        "#aia-production-alerts", description="Channel for alerts and approval cards."
+    )
+
+    # --- State ---------------------------------------------------------------
+    database_url: str = Field(
+        "sqlite:///aia-bot.db",
+        description="SQLAlchemy URL. SQLite for one replica; PostgreSQL for 2 to 5 replicas.",
+    )
+
+    # --- Kubernetes ----------------------------------------------------------
+    kubeconfig: str | None = Field(
+        None, description="Path to a kubeconfig; unset means in-cluster config (or ~/.kube/config)."
+    )
+    aia_namespace: str = Field("aia-production", description="The namespace the bot operates in.")
+    aia_monitoring_namespace: str = Field("aia-monitoring", description="Monitoring namespace.")
+    aia_deployment_blue: str = Field("aia-api-blue", description="Blue API deployment.")
+    aia_deployment_green: str = Field("aia-api-green", description="Green API deployment.")
+    aia_api_service: str = Field("aia-api", description="Service whose selector picks the live colour.")
+    aia_config_map: str = Field("aia-config", description="Application config map.")
+    aia_external_secret: str = Field("aia-secrets", description="ExternalSecret of the app.")
+    aia_app_selector: str = Field(
+        "",
+        description="Label selector of the app's pods for `/aia logs --app`; empty = every pod of the namespace.",
+    )
+    aia_hpa_min_replicas: int = Field(2, ge=1, description="HPA minimum (runbook: 2).")
+    aia_hpa_max_replicas: int = Field(5, ge=1, description="HPA maximum (runbook: 5).")
+    kube_request_timeout_seconds: float = Field(
+        20.0, gt=0, description="Timeout of one Kubernetes API call."
+    )
+
+    # --- Prometheus / Grafana / endpoints -----------------------------------
+    prometheus_url: str | None = Field(None, description="Prometheus base URL, e.g. http://prometheus:9090.")
+    prometheus_timeout_seconds: float = Field(15.0, gt=0, description="Timeout of one PromQL query.")
+    aia_grafana_url: str = Field("http://35.192.183.84", description="Grafana dashboard.")
+    aia_api_url: str = Field("http://35.225.214.87:8000", description="API service endpoint.")
+    aia_frontend_url: str = Field("http://34.41.147.160:3000", description="Frontend endpoint.")
+
+    # --- Alertmanager ---------------------------------------------------------
+    alertmanager_webhook_token: SecretStr | None = Field(
+        None, description="Bearer token Alertmanager must send to POST /alertmanager."
+    )
+
+    # --- Google Cloud --------------------------------------------------------
+    gcp_project: str = Field("a-467519", description="Google Cloud project.")
+    cloudsql_instance: str = Field("mas-system-postgres", description="Cloud SQL instance.")
+    cloudsql_api_endpoint: str | None = Field(None, description="Cloud SQL Admin API endpoint override.")
+    secretmanager_api_endpoint: str | None = Field(None, description="Secret Manager endpoint override.")
+
+    # --- The bot itself -------------------------------------------------------
+    aia_bot_config: Path | None = Field(None, description="YAML file: roles, escalation, alert map.")
+    aia_worker_threads: int = Field(
+        16, ge=1, le=256, description="Threads doing backend work after the ack."
+    )
+    aia_max_inline_lines: int = Field(
+        25, ge=5, le=200, description="Longer output goes up as a file into the thread."
+    )
+    aia_log_level: str = Field("INFO", description="Log level of the bot's own logs.")
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url_ends_with_slash(cls, value: str) -> str:
+        # slack_sdk joins method names onto the base URL: without the slash the
+        # method name would be glued to the last path segment.
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL, e.g. https://slack.com/api/")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("prometheus_url", "aia_grafana_url", "aia_api_url", "aia_frontend_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None if value is None else value
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+class RolesConfig(BaseModel):
+    """Who may do what. Each role includes the ones listed before it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    viewer: list[str] = Field(default_factory=list)
+    operator: list[str] = Field(default_factory=list)
+    approver: list[str] = Field(default_factory=list)
+    admin: list[str] = Field(default_factory=list)
+
+    @field_validator("viewer", "operator", "approver", "admin")
+    @classmethod
+    def _slack_ids(cls, value: list[str]) -> list[str]:
+        for principal in value:
+            if not SLACK_PRINCIPAL.match(str(principal)):
+                raise ValueError(
+                    f"{principal!r} is not a Slack user ID (U…/W…) or user-group ID (S…)"
+                )
+        return [str(p) for p in value]
+
+
+class BotConfigFile(BaseModel):
+    """The YAML file. Sections other issues add (escalation, alerts) are kept as data here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roles: RolesConfig = Field(default_factory=RolesConfig)
+    escalation: dict[str, Any] | None = None
+    alert_procedures: dict[str, list[str]] | None = None
+    risk_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description="procedure name -> risk class; may raise a procedure's class, never lower it",
+    )
+
+
+def _describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        name = (prefix + where) if prefix else where.upper()
+        lines.append(f"{name}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read settings from the environment (or ``env``); raise ConfigurationError naming the bad one."""
+    try:
+        if env is None:
+            return Settings()
+        lowered = {k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields}
+        return Settings.model_validate(lowered)
+    except ValidationError as exc:
+        raise ConfigurationError("invalid setting: " + _describe_validation_error(exc)) from None
+
+
+def load_config_file(path: Path | None) -> BotConfigFile:
+    """Read the YAML config; no file means no roles (everyone is refused but /aia help)."""
+    if path is None:
+        return BotConfigFile()
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"AIA_BOT_CONFIG: file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigurationError(f"AIA_BOT_CONFIG: {path} is not valid YAML{where}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigurationError(f"AIA_BOT_CONFIG: {path} must hold a mapping at the top level")
+    try:
+        return BotConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigurationError(
+            f"AIA_BOT_CONFIG ({path}): " + _describe_validation_error(exc, prefix="config.")
+        ) from None

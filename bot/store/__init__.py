@@ -1,0 +1,1 @@
+"""Persistence: one database is the truth (SQLAlchemy 2 + Alembic)."""

@@ -1,0 +1,71 @@
+"""`aia-bot check`: what is configured, and which backends answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bot.errors import BackendUnavailable, ConfigurationError, UserError
+from bot.settings import load_config_file, load_settings
+
+
+def run_check(out: Callable[[str], None] = print) -> int:
+    failures = 0
+
+    def line(mark: str, what: str, detail: str) -> None:
+        out(f"{mark:4} {what:<14} {detail}")
+
+    try:
+        settings = load_settings()
+        config = load_config_file(settings.aia_bot_config)
+    except ConfigurationError as exc:
+        line("FAIL", "settings", str(exc))
+        return 1
+    line("ok", "settings", f"namespace {settings.aia_namespace}, channel {settings.aia_alert_channel}")
+    roles = config.roles
+    line(
+        "ok" if any([roles.viewer, roles.operator, roles.approver, roles.admin]) else "warn",
+        "roles",
+        f"viewer {len(roles.viewer)}, operator {len(roles.operator)}, approver {len(roles.approver)}, "
+        f"admin {len(roles.admin)}" + ("" if settings.aia_bot_config else " (no AIA_BOT_CONFIG: nobody may run anything)"),
+    )
+    for name in ("slack_bot_token", "slack_signing_secret"):
+        if getattr(settings, name) is None:
+            line("FAIL", name.upper(), "not set (needed by `aia-bot serve`)")
+            failures += 1
+
+    from bot.core import build_core
+
+    try:
+        core = build_core(settings, config)
+        line("ok", "database", f"{core.engine.dialect.name}, schema up to date")
+    except ConfigurationError as exc:
+        line("FAIL", "database", str(exc))
+        return 1
+
+    if core.web is not None:
+        try:
+            auth = core.web.auth_test()
+            line("ok", "slack", f"workspace {auth.get('team')} ({auth.get('team_id')}), bot {auth.get('user')}")
+        except Exception as exc:  # noqa: BLE001 - report and go on to the next backend
+            line("FAIL", "slack", f"{settings.slack_api_url}: {getattr(exc, 'response', {}) and exc.response.get('error') or type(exc).__name__}")  # type: ignore[attr-defined]
+            failures += 1
+
+    try:
+        version = core.backends.kube.version()
+        pods = core.backends.kube.pods()
+        line("ok", "kubernetes", f"{version.get('gitVersion', '?')}, {len(pods)} pods in {settings.aia_namespace}")
+    except (BackendUnavailable, ConfigurationError, UserError) as exc:
+        line("FAIL", "kubernetes", str(exc))
+        failures += 1
+
+    if settings.prometheus_url:
+        try:
+            core.backends.prometheus.instant("up")
+            line("ok", "prometheus", settings.prometheus_url)
+        except (BackendUnavailable, UserError) as exc:
+            line("FAIL", "prometheus", str(exc))
+            failures += 1
+    else:
+        line("warn", "prometheus", "PROMETHEUS_URL not set: /aia metrics and /aia query are unavailable")
+    out("all configured backends answer" if not failures else f"{failures} problem(s)")
+    return 0 if not failures else 1

@@ -1,0 +1,129 @@
+"""The `aia-bot` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from bot.errors import ConfigurationError
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # urllib3 and slack_sdk at DEBUG print request headers, which carry tokens.
+    for noisy in ("urllib3", "slack_sdk", "slack_bolt", "kubernetes"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+    from slack_sdk.errors import SlackApiError
+
+    from bot.core import build_core
+    from bot.settings import load_settings
+    from handlers.http_app import build_http_app
+    from handlers.slack_app import SlackFrontend
+
+    settings = load_settings()
+    _configure_logging(settings.aia_log_level)
+    for name in ("slack_bot_token", "slack_signing_secret"):
+        if getattr(settings, name) is None:
+            raise ConfigurationError(f"{name.upper()} is not set; `aia-bot serve` needs it")
+    core = build_core(settings)
+    assert core.web is not None
+    try:
+        auth = core.web.auth_test()
+    except SlackApiError as exc:
+        raise ConfigurationError(
+            f"SLACK_BOT_TOKEN was refused by Slack ({exc.response.get('error')})"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(f"SLACK_API_URL {settings.slack_api_url} does not answer ({exc})") from None
+    frontend = SlackFrontend(core, dict(auth.data) if isinstance(auth.data, dict) else {})
+    app = build_http_app(core, frontend)
+    logging.getLogger("aia_bot").info("serving on %s:%s for team %s", args.host, args.port, auth.get("team_id"))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from handlers.check import run_check
+
+    return run_check()
+
+
+def _console(args: argparse.Namespace) -> int:
+    from handlers.console import run_console
+
+    return run_console(sandbox=args.sandbox)
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from bot.core import build_core
+    from bot.settings import load_settings
+
+    core = build_core(load_settings())
+    problems = core.audit.verify()
+    if problems:
+        print("audit log: BROKEN")
+        for problem in problems:
+            print(f"  {problem}")
+        return 1
+    print("audit log: intact")
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from bot.coverage import coverage_markdown
+
+    runbook = Path(args.runbook)
+    out = Path(args.out)
+    out.write_text(coverage_markdown(runbook), encoding="utf-8")
+    print(f"wrote {out}")
+    return 0
+
+
+def _socket(args: argparse.Namespace) -> int:
+    print(
+        "aia-bot socket: Socket Mode is not built yet; use `aia-bot serve` behind an HTTPS ingress.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="aia-bot", description="AIA runbook bot")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="HTTP mode: /slack/events, /healthz, /readyz, /metrics")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.set_defaults(func=_serve)
+    sub.add_parser("socket", help="Socket Mode (not built yet)").set_defaults(func=_socket)
+    sub.add_parser("check", help="validate the configuration and reach each backend").set_defaults(func=_check)
+    console = sub.add_parser("console", help="type /aia commands in a terminal")
+    console.add_argument("--sandbox", action="store_true", help="a sandbox cluster and Slack, nothing real")
+    console.set_defaults(func=_console)
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="check the hash chain").set_defaults(func=_audit_verify)
+    docs = sub.add_parser("docs", help="regenerate docs/coverage.md from the registry")
+    docs.add_argument("--runbook", default="docs/RUNBOOK.md")
+    docs.add_argument("--out", default="docs/coverage.md")
+    docs.set_defaults(func=_docs)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigurationError as exc:
+        print(f"aia-bot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

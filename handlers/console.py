@@ -1,0 +1,190 @@
+"""`aia-bot console --sandbox`: the bot in a terminal, on a sandbox cluster and Slack.
+
+It runs the same dispatcher, registry, roles and audit log as Slack does; only
+the rendering differs. Lines are read from standard input, so it can be piped:
+``printf '/aia pods\\n' | aia-bot console --sandbox``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bot.context import Caller
+from bot.core import Core, build_core
+from bot.results import Action
+from bot.service import OutcomeKind
+from bot.settings import BotConfigFile, RolesConfig, load_settings
+from handlers.render_text import render_text
+
+
+@dataclass(frozen=True)
+class SandboxUser:
+    user_id: str
+    name: str
+    email: str
+    role: str
+
+
+SANDBOX_USERS = [
+    SandboxUser("U0ALICE", "alice", "alice@sandbox.example", "operator"),
+    SandboxUser("U0BOB", "bob", "bob@sandbox.example", "approver"),
+    SandboxUser("U0CAROL", "carol", "carol@sandbox.example", "viewer"),
+    SandboxUser("U0DAVE", "dave", "dave@sandbox.example", "admin"),
+    SandboxUser("U0EVE", "eve", "eve@sandbox.example", "none"),
+]
+SANDBOX_TEAM = "T0AIA"
+SANDBOX_CHANNEL = "C0ALERTS"
+
+CONSOLE_HELP = """\
+Type /aia commands (the "/aia" is optional), or:
+  :user NAME   act as another sandbox user (alice operator, bob approver, carol viewer, dave admin, eve no role)
+  :users       list sandbox users
+  :click N     click button N of the last answer
+  :quit        leave"""
+
+
+class Sandbox:
+    """A seeded fake cluster, a fake Slack and a SQLite file in a temporary directory."""
+
+    def __init__(self) -> None:
+        from bot.sandbox.aia_seed import seed_aia_system
+        from bot.sandbox.kube_server import FakeKubeAPIServer
+        from bot.sandbox.slack_server import FakeSlackServer
+
+        self.dir = tempfile.TemporaryDirectory(prefix="aia-sandbox-")
+        self.kube = FakeKubeAPIServer().start()
+        seed_aia_system(self.kube)
+        self.slack = FakeSlackServer().start()
+        self.slack.add_channel(SANDBOX_CHANNEL, "aia-production-alerts", [u.user_id for u in SANDBOX_USERS])
+        for user in SANDBOX_USERS:
+            self.slack.add_user(user.user_id, user.name, user.email)
+        self.kubeconfig = self.kube.write_kubeconfig(os.path.join(self.dir.name, "kubeconfig"))
+
+    def env(self) -> dict[str, str]:
+        env = {
+            "SLACK_BOT_TOKEN": self.slack.bot_token,
+            "SLACK_SIGNING_SECRET": "sandbox-signing-secret",
+            "SLACK_API_URL": self.slack.api_url,
+            "DATABASE_URL": f"sqlite:///{self.dir.name}/aia-bot.db",
+            "KUBECONFIG": self.kubeconfig,
+            "AIA_ALERT_CHANNEL": SANDBOX_CHANNEL,
+        }
+        if os.environ.get("PROMETHEUS_URL"):
+            env["PROMETHEUS_URL"] = os.environ["PROMETHEUS_URL"]
+        return env
+
+    def roles(self) -> RolesConfig:
+        by_role: dict[str, list[str]] = {"viewer": [], "operator": [], "approver": [], "admin": []}
+        for user in SANDBOX_USERS:
+            if user.role in by_role:
+                by_role[user.role].append(user.user_id)
+        return RolesConfig(**by_role)
+
+    def close(self) -> None:
+        self.kube.stop()
+        self.slack.stop()
+        self.dir.cleanup()
+
+
+class Console:
+    def __init__(self, core: Core, files_dir: Path, out: Callable[[str], None] = print) -> None:
+        self.core = core
+        self.files_dir = files_dir
+        self.out = out
+        self.user = SANDBOX_USERS[0]
+        self.buttons: list[Action] = []
+
+    @property
+    def prompt(self) -> str:
+        return f"{self.user.name} ({self.user.role})> "
+
+    def handle_line(self, line: str) -> bool:
+        """Run one line; False means quit."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        if line.startswith(":"):
+            return self._console_command(line[1:].split())
+        text = line[4:] if line.lower().startswith("/aia") else line
+        self._run(text)
+        return True
+
+    def _console_command(self, words: list[str]) -> bool:
+        verb = words[0].lower() if words else ""
+        if verb in ("quit", "q", "exit"):
+            return False
+        if verb == "users":
+            for user in SANDBOX_USERS:
+                mark = "*" if user is self.user else " "
+                self.out(f"{mark} {user.name:<6} {user.user_id:<9} {user.role}")
+        elif verb == "user" and len(words) == 2:
+            match = next((u for u in SANDBOX_USERS if words[1].lower() in (u.name, u.user_id.lower())), None)
+            if match is None:
+                self.out(f"no sandbox user {words[1]!r}; :users lists them")
+            else:
+                self.user = match
+                self.out(f"you are now {match.name} ({match.role})")
+        elif verb == "click" and len(words) == 2 and words[1].isdigit():
+            index = int(words[1]) - 1
+            if not 0 <= index < len(self.buttons):
+                self.out(f"no button {words[1]}; the last answer had {len(self.buttons)}")
+            else:
+                self._run(self.buttons[index].command)
+        else:
+            self.out(CONSOLE_HELP)
+        return True
+
+    def _run(self, text: str) -> None:
+        caller = Caller(user_id=self.user.user_id, team_id=SANDBOX_TEAM, channel_id=SANDBOX_CHANNEL)
+        outcome = self.core.dispatcher.handle(text, caller)
+        if outcome.kind is OutcomeKind.OK and outcome.result is not None:
+            rendered, files = render_text(outcome.result)
+            self.out(rendered)
+            for name, content in files:
+                path = self.files_dir / name
+                path.write_bytes(content)
+                self.out(f"  saved {path}")
+            self.buttons = list(outcome.result.actions)
+        else:
+            mark = {OutcomeKind.REFUSED: "refused", OutcomeKind.FAILED: "failed"}.get(outcome.kind, "error")
+            self.out(f"{mark}: {outcome.message}")
+            if outcome.usage:
+                self.out(outcome.usage.replace("`", ""))
+
+
+def run_console(sandbox: bool, stdin: IO[str] | None = None, out: Callable[[str], None] = print) -> int:
+    stdin = stdin or sys.stdin
+    if not sandbox:
+        out("aia-bot console needs --sandbox for now: it runs against a sandbox cluster and Slack.")
+        return 2
+    box = Sandbox()
+    try:
+        settings = load_settings(box.env())
+        core = build_core(settings, BotConfigFile(roles=box.roles()))
+        # Graphs outlive the sandbox: they are what the newcomer wants to open.
+        console = Console(core, Path(tempfile.mkdtemp(prefix="aia-sandbox-files-")), out)
+        interactive = stdin.isatty()
+        if interactive:
+            out("AIA runbook bot — sandbox. Nothing here touches a real cluster or Slack.")
+            out(CONSOLE_HELP)
+        while True:
+            if interactive:
+                try:
+                    line = input(console.prompt)
+                except EOFError:
+                    break
+            else:
+                line = stdin.readline()
+                if not line:
+                    break
+            if not console.handle_line(line):
+                break
+        return 0
+    finally:
+        box.close()

@@ -1,0 +1,95 @@
+"""Shared fixtures: real PostgreSQL, the local Kubernetes and Slack servers, settings."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from bot.sandbox.slack_server import FakeSlackServer
+from bot.settings import BotConfigFile, RolesConfig
+from tests.harness.users import SLACK_USERS, TEAM_ID, install_users
+
+PG_ADMIN_URL = os.environ.get("AIA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _admin_conninfo() -> str:
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+    name = f"aia_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def kube():  # type: ignore[no-untyped-def]
+    from bot.sandbox.aia_seed import seed_aia_system
+    from bot.sandbox.kube_server import FakeKubeAPIServer
+
+    server = FakeKubeAPIServer().start()
+    seed_aia_system(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlackServer]:
+    server = FakeSlackServer(team_id=TEAM_ID).start()
+    install_users(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def roles() -> BotConfigFile:
+    return BotConfigFile(
+        roles=RolesConfig(
+            viewer=[SLACK_USERS["viewer"].user_id, "S0ONCALL"],
+            operator=[SLACK_USERS["operator"].user_id],
+            approver=[SLACK_USERS["approver"].user_id],
+            admin=[SLACK_USERS["admin"].user_id],
+        )
+    )
+
+
+@pytest.fixture
+def bot_env(tmp_path: Path, kube, slack: FakeSlackServer) -> dict[str, str]:
+    kubeconfig = kube.write_kubeconfig(str(tmp_path / "kubeconfig"))
+    return {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
+        "SLACK_API_URL": slack.api_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/aia-bot.db",
+        "KUBECONFIG": kubeconfig,
+        "AIA_NAMESPACE": "aia-production",
+    }
+
+
+@pytest.fixture
+def core(bot_env: dict[str, str], roles: BotConfigFile):  # type: ignore[no-untyped-def]
+    from bot.core import build_core
+    from bot.settings import load_settings
+
+    built = build_core(load_settings(bot_env), roles)
+    try:
+        yield built
+    finally:
+        built.engine.dispose()
