@@ -27,6 +27,7 @@ ISSUE_3 = "#3 write and destructive procedures"
 
 # (pattern over one command line, target). First match wins; order matters.
 COVERAGE: list[tuple[str, Target]] = [
+    (r"^- alert: HighErrorRate|^expr: |^alert: ", Gap("#4 alert threads", "shipped as a Prometheus rule file")),
     (r"gcloud container clusters get-credentials", Gap("deployment", "the bot runs in-cluster (Workload Identity) or with KUBECONFIG; `aia-bot check` verifies access")),
     (r"kubectl cluster-info", "status"),
     (r"kubectl get secrets", "secrets"),
@@ -36,7 +37,6 @@ COVERAGE: list[tuple[str, Target]] = [
     (r"gcloud secrets access-secret", Gap("never", "the bot never shows a secret value; `/aia secrets` shows names and sync status")),
     (r"container_memory_usage_bytes", "metrics"),
     (r"rate\(http_requests_total", "metrics"),
-    (r"^- alert: HighErrorRate|^expr: |^alert: ", Gap("#4 alert threads", "shipped as a Prometheus rule file")),
     (r"kubectl apply -f aia-deployment-green\.yaml", Gap(ISSUE_3, "/aia bluegreen deploy IMAGE")),
     (r"kubectl wait --for=condition=Ready pod -l version=green", Gap(ISSUE_3, "/aia bluegreen deploy waits for Ready")),
     (r"kubectl get pods -l version=green", "pods"),

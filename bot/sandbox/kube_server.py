@@ -1385,7 +1385,14 @@ class FakeKubeAPIServer:
                 status[field] = value
         rs_name = _meta(current)["name"] if current is not None else meta["name"]
         available_ok = ready >= desired - max_unavailable
-        complete = len(new_pods) == desired and new_ready == desired and len(pods) == desired
+        progressed = f'ReplicaSet "{rs_name}" has successfully progressed.'
+        previous = next((c for c in old_status.get("conditions") or []
+                         if c.get("type") == "Progressing"), {})
+        # Once a rollout completed, pods failing later do not reopen it (as in Kubernetes):
+        # Progressing only changes with the next ReplicaSet.
+        complete = (
+            len(new_pods) == desired and new_ready == desired and len(pods) == desired
+        ) or previous.get("message") == progressed
         status["conditions"] = [
             self._condition(
                 old_status, "Available", available_ok,
@@ -1396,7 +1403,7 @@ class FakeKubeAPIServer:
             self._condition(
                 old_status, "Progressing", True,
                 "NewReplicaSetAvailable" if complete else "ReplicaSetUpdated",
-                f'ReplicaSet "{rs_name}" has successfully progressed.' if complete
+                progressed if complete
                 else f'ReplicaSet "{rs_name}" is progressing.',
             ),
         ]
