@@ -6,7 +6,7 @@ from these declarations, so a procedure cannot exist in one and not the others.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -114,11 +114,8 @@ class Registry:
     def get(self, name: str) -> Procedure | None:
         return self.procedures.get(name)
 
-    def __iter__(self) -> Iterable[Procedure]:  # type: ignore[override]
-        return iter(sorted(self.procedures.values(), key=lambda p: p.name))
-
     def all(self) -> list[Procedure]:
-        return list(iter(self))
+        return sorted(self.procedures.values(), key=lambda p: p.name)
 
     def match(self, words: list[str]) -> Procedure | None:
         """The procedure whose name is the longest prefix of ``words``."""

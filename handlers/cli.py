@@ -80,11 +80,17 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 def _docs(args: argparse.Namespace) -> int:
     from bot.coverage import coverage_markdown
+    from bot.reference_docs import configuration_markdown, procedures_markdown
 
-    runbook = Path(args.runbook)
     out = Path(args.out)
-    out.write_text(coverage_markdown(runbook), encoding="utf-8")
-    print(f"wrote {out}")
+    pages = {
+        "coverage.md": coverage_markdown(Path(args.runbook)),
+        "procedures.md": procedures_markdown(),
+        "configuration.md": configuration_markdown(),
+    }
+    for name, text in pages.items():
+        (out / name).write_text(text, encoding="utf-8")
+        print(f"wrote {out / name}")
     return 0
 
 
@@ -111,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser("verify", help="check the hash chain").set_defaults(func=_audit_verify)
-    docs = sub.add_parser("docs", help="regenerate docs/coverage.md from the registry")
+    docs = sub.add_parser("docs", help="regenerate docs/{coverage,procedures,configuration}.md from the code")
     docs.add_argument("--runbook", default="docs/RUNBOOK.md")
-    docs.add_argument("--out", default="docs/coverage.md")
+    docs.add_argument("--out", default="docs")
     docs.set_defaults(func=_docs)
     args = parser.parse_args(argv)
     try:

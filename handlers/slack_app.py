@@ -66,7 +66,7 @@ class SlackFrontend:
         app = AsyncApp(
             signing_secret=settings.slack_signing_secret.get_secret_value(),
             client=AsyncWebClient(token=token, base_url=settings.slack_api_url),
-            authorize=authorize,
+            authorize=authorize,  # type: ignore[arg-type]  # None refuses, as Bolt expects
             raise_error_for_unhandled_request=False,
         )
 

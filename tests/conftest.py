@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -21,9 +22,9 @@ def _admin_conninfo() -> str:
     return PG_ADMIN_URL
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for one test; dropped afterwards."""
+@contextlib.contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; dropped afterwards."""
     name = f"aia_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -33,6 +34,12 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(_admin_conninfo(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -93,3 +100,16 @@ def core(bot_env: dict[str, str], roles: BotConfigFile):  # type: ignore[no-unty
         yield built
     finally:
         built.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def prometheus():  # type: ignore[no-untyped-def]
+    """Real Prometheus scraping the test exporter, with the error-rate data warm."""
+    from tests.harness.prometheus import AiaExporter, PrometheusProcess
+
+    exporter = AiaExporter().start()
+    prom = PrometheusProcess([f"127.0.0.1:{exporter.port}"]).start()
+    prom.wait_for('sum(rate(http_requests_total{status=~"5.."}[5m])) > 0')
+    yield prom
+    prom.stop()
+    exporter.stop()

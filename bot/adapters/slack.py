@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
@@ -24,7 +26,7 @@ def make_web_client(token: str, base_url: str) -> WebClient:
     )
 
 
-def usergroup_members(web: WebClient):  # type: ignore[no-untyped-def]
+def usergroup_members(web: WebClient) -> Callable[[str], set[str]]:
     def members(group_id: str) -> set[str]:
         response = web.usergroups_users_list(usergroup=group_id)
         return set(response.get("users") or [])

@@ -20,7 +20,7 @@ SECTION_RESOURCES = "Troubleshooting › Resource Constraints"
 def _deployment_row(dep: dict[str, Any]) -> list[str]:
     spec = dep.get("spec") or {}
     status = dep.get("status") or {}
-    desired = int(spec.get("replicas") if spec.get("replicas") is not None else 1)
+    desired = int(spec["replicas"]) if spec.get("replicas") is not None else 1
     ready = int(status.get("readyReplicas") or 0)
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
     image = containers[0].get("image", "?").rsplit("/", 1)[-1] if containers else "?"
@@ -330,11 +330,11 @@ def rollout_status(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     name = args["deployment"]
     dep = ctx.kube.deployment(name)
     meta, spec, st = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
-    desired = int(spec.get("replicas") if spec.get("replicas") is not None else 1)
+    desired = int(spec["replicas"]) if spec.get("replicas") is not None else 1
     updated = int(st.get("updatedReplicas") or 0)
     replicas = int(st.get("replicas") or 0)
     available = int(st.get("availableReplicas") or 0)
-    progressing = next((c for c in st.get("conditions") or [] if c.get("type") == "Progressing"), {})
+    progressing: dict[str, Any] = next((c for c in st.get("conditions") or [] if c.get("type") == "Progressing"), {})
     revision = (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision", "?")
     if int(meta.get("generation") or 0) > int(st.get("observedGeneration") or 0):
         text, state = "Waiting for the deployment spec update to be observed…", Status.WARNING
@@ -367,7 +367,7 @@ def secrets(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     es_rows = []
     for es in sorted(kube.external_secrets(), key=kf.name_of):
         st = es.get("status") or {}
-        ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {})
+        ready: dict[str, Any] = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {})
         ok = ready.get("status") == "True"
         failing += not ok
         es_rows.append(

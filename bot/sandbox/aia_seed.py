@@ -159,7 +159,7 @@ def _mark_node_pressure(server: FakeKubeAPIServer, now: datetime) -> None:
 
 def _seed_config(server: FakeKubeAPIServer, namespace: str, created: datetime,
                  now: datetime) -> None:
-    meta = {"namespace": namespace, "creationTimestamp": _ts(created),
+    meta: Obj = {"namespace": namespace, "creationTimestamp": _ts(created),
             "labels": {"app.kubernetes.io/part-of": "aia-system"}}
     server.put({
         "apiVersion": "v1", "kind": "ConfigMap",

@@ -35,6 +35,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import yaml
 
 Obj = dict[str, Any]
+# FakeKubeAPIServer has a method named "list", which hides the builtin in its annotations.
+ObjList = list[Obj]
 
 __all__ = ["FakeKubeAPIServer", "RecordedRequest"]
 
@@ -238,6 +240,7 @@ class ApiError(Exception):
         self.message = message
         self.reason = reason or _REASONS.get(code, "Unknown")
         self.details = details
+        self.retry_after: int | None = None
 
     def status(self) -> Obj:
         body: Obj = {
@@ -311,7 +314,9 @@ class _Requirement:
 
 def _split_top_level(text: str) -> list[str]:
     """Split on commas that are not inside ``in (a,b)`` parentheses."""
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "(":
             depth += 1
@@ -639,8 +644,23 @@ def _without_hash(template: Obj) -> Obj:
     return template
 
 
+def _pruned(value: Any) -> Any:
+    """Drop nulls and empty maps/lists, which clients may or may not send (Go's omitempty)."""
+    if isinstance(value, dict):
+        pruned = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
+def _same_template(left: Obj, right: Obj) -> bool:
+    """Kubernetes' EqualIgnoreHash: pod templates compared without pod-template-hash."""
+    return _pruned(_without_hash(left)) == _pruned(_without_hash(right))
+
+
 def _template_hash(template: Obj) -> str:
-    canonical = json.dumps(template or {}, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(_pruned(template or {}), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
@@ -685,6 +705,7 @@ class _Failure:
     remaining: int
     path_contains: str
     method: str
+    retry_after: int | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -702,6 +723,9 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     # Keep-alive, like the real server: the client's connection pool reuses connections.
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, each keep-alive request would
+    # wait ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "kube-apiserver-sandbox"
     timeout = 120
     server: _HTTPServer
@@ -724,6 +748,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base signature)
         # Access logs would flood the console sandbox and test output; requests are recorded.
         pass
+
+
+@dataclass(frozen=True)
+class _WatchStream:
+    """Returned by the dispatcher for ``?watch=true``; the serving loop streams the events."""
+
+    res: _Resource
+    namespace: str | None
 
 
 class _Response(NamedTuple):
@@ -830,11 +862,23 @@ class FakeKubeAPIServer:
     # ---------------------------------------------------------------- test controls
 
     def fail_next(
-        self, status: int, times: int = 1, path_contains: str = "", method: str = ""
+        self,
+        status: int,
+        times: int = 1,
+        path_contains: str = "",
+        method: str = "",
+        retry_after: int | None = None,
     ) -> None:
-        """Answer the next ``times`` matching API requests with a ``Status`` error ``status``."""
+        """Answer the next ``times`` matching API requests with a ``Status`` error ``status``.
+
+        ``retry_after`` adds a Retry-After header (the real server sends ``1`` with its 429s).
+        Mind that urllib3 under the official client then retries GETs on 429/503 by itself, up
+        to 3 times, so a caller only sees the error when ``times`` exceeds that.
+        """
         with self._lock:
-            self._failures.append(_Failure(status, times, path_contains, method.upper()))
+            self._failures.append(
+                _Failure(status, times, path_contains, method.upper(), retry_after)
+            )
 
     def count(self, method: str, path_contains: str) -> int:
         with self._lock:
@@ -903,7 +947,7 @@ class FakeKubeAPIServer:
 
     def list(
         self, kind: str, namespace: str | None = None, label_selector: str | None = None
-    ) -> list[Obj]:
+    ) -> ObjList:
         res = _resource_for(kind)
         requirements = parse_label_selector(label_selector) if label_selector else []
         with self._lock:
@@ -936,7 +980,7 @@ class FakeKubeAPIServer:
     def _suffix(self, length: int = 5) -> str:
         return "".join(self._rng.choice(_NAME_SUFFIX_ALPHABET) for _ in range(length))
 
-    def _stored(self, res: _Resource, namespace: str | None = None) -> list[Obj]:
+    def _stored(self, res: _Resource, namespace: str | None = None) -> ObjList:
         """Stored objects of one kind, in the name order etcd lists them (no copies)."""
         items = [
             obj for (kind, ns, _), obj in self._objects.items()
@@ -953,7 +997,7 @@ class FakeKubeAPIServer:
             meta["creationTimestamp"] = old_meta["creationTimestamp"]
             generation = old_meta.get("generation")
             if generation is not None:
-                if obj.get("spec") != old.get("spec"):
+                if _pruned(obj.get("spec")) != _pruned(old.get("spec")):
                     generation += 1
                 meta["generation"] = generation
         else:
@@ -1054,7 +1098,7 @@ class FakeKubeAPIServer:
 
     # ---------------------------------------------------------------- virtual resources
 
-    def _virtual_list(self, res: _Resource, namespace: str | None) -> list[Obj]:
+    def _virtual_list(self, res: _Resource, namespace: str | None) -> ObjList:
         if res.kind == "PodMetrics":
             return [self._pod_metrics_for(p) for p in self._stored(_BY_NAME["pod"], namespace)
                     if (p.get("status") or {}).get("phase") == "Running"]
@@ -1103,7 +1147,8 @@ class FakeKubeAPIServer:
     def _endpoints_for(self, service: Obj) -> Obj:
         meta = _meta(service)
         selector = (service.get("spec") or {}).get("selector")
-        ready, not_ready = [], []
+        ready: ObjList = []
+        not_ready: ObjList = []
         for pod in self._stored(_BY_NAME["pod"], meta["namespace"]):
             if not _is_active(pod) or not _selector_matches(selector, _meta(pod).get("labels")):
                 continue
@@ -1153,13 +1198,13 @@ class FakeKubeAPIServer:
             changed |= self._sync_deployment_status(deployment)
         return changed
 
-    def _owned(self, kind: str, namespace: str, uid: str) -> list[Obj]:
+    def _owned(self, kind: str, namespace: str, uid: str) -> ObjList:
         return [o for o in self._stored(_BY_NAME[kind], namespace) if _owned_by(o, uid)]
 
-    def _current_rs(self, deployment: Obj, owned: list[Obj]) -> Obj | None:
+    def _current_rs(self, deployment: Obj, owned: ObjList) -> Obj | None:
         template = (deployment.get("spec") or {}).get("template") or {}
         for rs in owned:
-            if _without_hash((rs.get("spec") or {}).get("template") or {}) == template:
+            if _same_template((rs.get("spec") or {}).get("template") or {}, template):
                 return rs
         return None
 
@@ -1209,7 +1254,7 @@ class FakeKubeAPIServer:
 
     def _new_replicaset(self, deployment: Obj, revision: int) -> Obj:
         meta, spec = _meta(deployment), deployment.get("spec") or {}
-        template = copy.deepcopy(spec.get("template") or {})
+        template = _without_hash(spec.get("template") or {})
         pod_hash = _template_hash(template)
         template.setdefault("metadata", {}).setdefault("labels", {})[POD_TEMPLATE_HASH] = pod_hash
         selector = copy.deepcopy(spec.get("selector") or {})
@@ -1357,8 +1402,8 @@ class FakeKubeAPIServer:
         owned = self._owned("replicaset", namespace, meta["uid"])
         current = self._current_rs(deployment, owned)
         desired = int(spec.get("replicas", 1))
-        pods: list[Obj] = []
-        new_pods: list[Obj] = []
+        pods: ObjList = []
+        new_pods: ObjList = []
         for rs in owned:
             rs_pods = [p for p in self._owned("pod", namespace, _meta(rs)["uid"]) if _is_active(p)]
             pods.extend(rs_pods)
@@ -1386,8 +1431,8 @@ class FakeKubeAPIServer:
         rs_name = _meta(current)["name"] if current is not None else meta["name"]
         available_ok = ready >= desired - max_unavailable
         progressed = f'ReplicaSet "{rs_name}" has successfully progressed.'
-        previous = next((c for c in old_status.get("conditions") or []
-                         if c.get("type") == "Progressing"), {})
+        previous: Obj = next((c for c in old_status.get("conditions") or []
+                              if c.get("type") == "Progressing"), {})
         # Once a rollout completed, pods failing later do not reopen it (as in Kubernetes):
         # Progressing only changes with the next ReplicaSet.
         complete = (
@@ -1461,12 +1506,61 @@ class FakeKubeAPIServer:
                 raise ApiError(400, "couldn't get version/kind; json parse error: invalid JSON")
             with self._lock:
                 response = self._dispatch(method, path, query, body, content_type)
+            if isinstance(response.body, _WatchStream):
+                # Streamed outside the lock: a watch lasts long and must not block writers.
+                self._stream_watch(handler, response.body, query)
+                return
         except ApiError as error:
-            headers = {"Retry-After": "1"} if error.code == 429 else {}
+            headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else {}
             response = _Response(error.code, error.status(), headers)
         except Exception as error:  # noqa: BLE001 - a bug here must reach the client as a 500
             response = _Response(500, ApiError(500, f"sandbox server error: {error!r}").status())
         self._send(handler, response)
+
+    def _stream_watch(self, handler: _Handler, watch: _WatchStream, query: dict[str, str]) -> None:
+        """Newline-delimited watch events until timeoutSeconds, by polling the store.
+
+        Polling keeps the store simple; 50 ms is far below any timeout the bot uses.
+        """
+        def snapshot() -> dict[tuple[str, str], Obj]:
+            with self._lock:
+                return {
+                    (_meta(o).get("namespace", ""), _meta(o)["name"]): copy.deepcopy(o)
+                    for o in self._select(watch.res, watch.namespace, query)
+                }
+
+        since = query.get("resourceVersion", "")
+        seen = snapshot()
+        events = [
+            ("ADDED" if since in ("", "0") else "MODIFIED", obj) for obj in seen.values()
+            if since in ("", "0") or int(_meta(obj).get("resourceVersion", "0")) > int(since)
+        ]
+        deadline = time.monotonic() + min(float(query.get("timeoutSeconds") or 1800), 1800)
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            # Chunked, as the real server streams: clients hand each chunk on as it arrives.
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            while True:
+                for kind, obj in events:
+                    line = (json.dumps({"type": kind, "object": obj}) + "\n").encode()
+                    handler.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                if time.monotonic() >= deadline or self._httpd is None:
+                    handler.wfile.write(b"0\r\n\r\n")
+                    return
+                time.sleep(0.05)
+                current = snapshot()
+                events = [("DELETED", obj) for key, obj in seen.items() if key not in current]
+                for key, obj in current.items():
+                    old = seen.get(key)
+                    if old is None:
+                        events.append(("ADDED", obj))
+                    elif _meta(old).get("resourceVersion") != _meta(obj).get("resourceVersion"):
+                        events.append(("MODIFIED", obj))
+                seen = current
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client stopped watching
 
     def _raise_injected_failure(self, method: str, path: str) -> None:
         with self._lock:
@@ -1478,8 +1572,12 @@ class FakeKubeAPIServer:
                     message = _INJECTED_MESSAGES.get(
                         failure.status, f"sandbox injected failure ({failure.status})"
                     )
-                    details = {"retryAfterSeconds": 1} if failure.status == 429 else None
-                    raise ApiError(failure.status, message, details=details)
+                    details = None
+                    if failure.retry_after is not None:
+                        details = {"retryAfterSeconds": failure.retry_after}
+                    error = ApiError(failure.status, message, details=details)
+                    error.retry_after = failure.retry_after
+                    raise error
 
     @staticmethod
     def _send(handler: _Handler, response: _Response) -> None:
@@ -1547,7 +1645,11 @@ class FakeKubeAPIServer:
         if res.virtual and method != "GET":
             raise ApiError(405, "the server does not allow this method on the requested resource")
         if query.get("watch") in ("true", "1"):
-            raise ApiError(405, "watch is not supported by the sandbox API server")
+            if method != "GET" or name is not None:
+                raise ApiError(405, "watch is only supported on collections")
+            # Validate the selectors now, so a bad one is a 400 rather than a broken stream.
+            self._select(res, namespace, query)
+            return _Response(200, _WatchStream(res, namespace))
 
         if subresource is not None:
             if subresource not in res.subresources:
@@ -1606,15 +1708,15 @@ class FakeKubeAPIServer:
                 if _meta(obj)["name"] == name:
                     return obj
             raise _not_found(res, name)
-        obj = self._objects.get(self._key(res, namespace, name))
-        if obj is None:
+        stored = self._objects.get(self._key(res, namespace, name))
+        if stored is None:
             raise _not_found(res, name)
-        return obj
+        return stored
 
     def _api_get(self, res: _Resource, namespace: str | None, name: str) -> Obj:
         return copy.deepcopy(self._find(res, namespace, name))
 
-    def _select(self, res: _Resource, namespace: str | None, query: dict[str, str]) -> list[Obj]:
+    def _select(self, res: _Resource, namespace: str | None, query: dict[str, str]) -> ObjList:
         labels = parse_label_selector(query.get("labelSelector", ""))
         fields = parse_field_selector(query.get("fieldSelector", ""), res.kind)
         items = self._virtual_list(res, namespace) if res.virtual else self._stored(res, namespace)
@@ -1723,7 +1825,7 @@ class FakeKubeAPIServer:
                            details={"name": namespace, "kind": "namespaces"})
         if self._objects.get(self._key(res, namespace, meta["name"])) is not None:
             raise ApiError(409, f'{res.qualified} "{meta["name"]}" already exists',
-                           details=_details(res, meta["name"]))
+                           "AlreadyExists", details=_details(res, meta["name"]))
         for field in ("uid", "resourceVersion", "creationTimestamp", "generation",
                       "deletionTimestamp"):
             meta.pop(field, None)
@@ -1768,6 +1870,11 @@ class FakeKubeAPIServer:
                 new["status"] = copy.deepcopy(old.get("status"))
                 if new["status"] is None:
                     new.pop("status")
+            if res.kind == "Service" and isinstance(new.get("spec"), dict):
+                # An update that omits the cluster IP keeps it (it is immutable once allocated).
+                for field in ("clusterIP", "clusterIPs"):
+                    if field in (old.get("spec") or {}):
+                        new["spec"].setdefault(field, old["spec"][field])
             self._apply_defaults(res, new)
             self._validate(res, new, old)
         if self._dry_run(query, body):
@@ -1776,12 +1883,11 @@ class FakeKubeAPIServer:
                 if field in _meta(old):
                     _meta(preview)[field] = _meta(old)[field]
             if (
-                "generation" in _meta(old) and preview.get("spec") != old.get("spec")
+                "generation" in _meta(old)
+                and _pruned(preview.get("spec")) != _pruned(old.get("spec"))
             ):
                 _meta(preview)["generation"] = _meta(old)["generation"] + 1
             return _Response(200, preview)
-        if res.kind == "Namespace" and part == "main":
-            new.setdefault("status", {"phase": "Active"})
         stored = copy.deepcopy(self._store(res, new, old))
         if self.auto_reconcile:
             self.reconcile()

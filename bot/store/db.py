@@ -29,7 +29,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001 - SQLAlchemy event signature
             cursor = dbapi_conn.cursor()
             # WAL lets the console read while the worker writes.
             cursor.execute("PRAGMA journal_mode=WAL")

@@ -38,3 +38,10 @@ def test_coverage_doc_is_generated_from_the_registry() -> None:
 def test_every_procedure_except_meta_names_its_runbook_section() -> None:
     for proc in build_registry().all():
         assert proc.runbook or proc.name in {"help", "audit"}, proc.name
+
+
+def test_reference_docs_are_generated_from_the_code() -> None:
+    from bot.reference_docs import configuration_markdown, procedures_markdown
+
+    assert (ROOT / "docs" / "procedures.md").read_text() == procedures_markdown(), "run `aia-bot docs`"
+    assert (ROOT / "docs" / "configuration.md").read_text() == configuration_markdown(), "run `aia-bot docs`"

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from bot.sandbox.aia_seed import IMAGE_REPOSITORY, PRESSURED_NODE, seed_aia_system
@@ -275,6 +275,22 @@ def test_strategic_merge_patch_rolls_out_a_new_replicaset(
     assert restarted.metadata.annotations["deployment.kubernetes.io/revision"] == "3"
 
 
+def test_rollback_reuses_the_old_replicaset(api: client.ApiClient,
+                                           apps: client.AppsV1Api) -> None:
+    sets = apps.list_namespaced_replica_set(NS, label_selector="app=aia-api,version=blue").items
+    by_revision = {rs.metadata.annotations["deployment.kubernetes.io/revision"]: rs for rs in sets}
+    assert set(by_revision) == {"1", "2"}
+    # kubectl rollout undo: the old ReplicaSet's template goes back into the deployment.
+    template = api.sanitize_for_serialization(by_revision["1"].spec.template)
+    apps.patch_namespaced_deployment("aia-api-blue", NS, {"spec": {"template": template}})
+    blue = apps.read_namespaced_deployment("aia-api-blue", NS)
+    assert blue.metadata.annotations["deployment.kubernetes.io/revision"] == "3"
+    assert blue.spec.template.spec.containers[0].image == f"{IMAGE_REPOSITORY}:v1.4.1"
+    after = apps.list_namespaced_replica_set(NS, label_selector="app=aia-api,version=blue").items
+    replicas = {rs.metadata.name: rs.spec.replicas for rs in after}
+    assert replicas == {by_revision["1"].metadata.name: 3, by_revision["2"].metadata.name: 0}
+
+
 def test_seeded_blue_rollout_and_unready_new_pods(
     server: FakeKubeAPIServer, core: client.CoreV1Api, apps: client.AppsV1Api
 ) -> None:
@@ -397,7 +413,9 @@ def test_create_conflicts_and_namespace_deletion(server: FakeKubeAPIServer,
     core.create_namespace({"metadata": {"name": "scratch"}})
     core.create_namespaced_config_map("scratch", body)
     deleted = core.delete_namespace("scratch")
-    assert deleted.status.phase == "Terminating"
+    # The server answers with the Namespace (Terminating); the client types it as V1Status and
+    # falls back to the plain dict.
+    assert deleted["status"]["phase"] == "Terminating"
     assert server.list("ConfigMap", "scratch") == []
     assert server.get("Namespace", "scratch") is None
 
@@ -424,6 +442,24 @@ def test_injected_failures_and_request_log(server: FakeKubeAPIServer,
         "GET", f"/api/v1/namespaces/{NS}/configmaps/aia-config", {}, None
     )
     _ = content_type
+
+
+def test_watch_streams_changes(server: FakeKubeAPIServer, apps: client.AppsV1Api) -> None:
+    def scale_soon() -> None:
+        time.sleep(0.2)
+        redis = server.get("Deployment", "aia-redis", NS)
+        assert redis is not None
+        redis["spec"]["replicas"] = 2
+        server.put(redis)
+
+    threading.Thread(target=scale_soon).start()
+    seen = []
+    for event in watch.Watch().stream(apps.list_namespaced_deployment, NS,
+                                      field_selector="metadata.name=aia-redis",
+                                      timeout_seconds=1):
+        seen.append((event["type"], event["object"].spec.replicas))
+    assert seen[0] == ("ADDED", 1)
+    assert ("MODIFIED", 2) in seen
 
 
 # ---------------------------------------------------------------------------- other APIs

@@ -1,0 +1,64 @@
+"""One `aia-bot serve` process per test module, on real PostgreSQL, with local Slack and Kubernetes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.sandbox.slack_server import FakeSlackServer
+from tests.conftest import fresh_pg_database
+from tests.harness.bot_process import BotProcess
+from tests.harness.users import TEAM_ID, install_users
+
+SIGNING_SECRET = "e2e-signing-secret-4f1c2a"
+ROLES_YAML = """\
+roles:
+  viewer:   [U0VIEW1, S0ONCALL]
+  operator: [U0OPS01]
+  approver: [U0APR01]
+  admin:    [U0ADM01]
+"""
+
+
+@pytest.fixture(scope="module")
+def e2e_kube():  # type: ignore[no-untyped-def]
+    from bot.sandbox.aia_seed import seed_aia_system
+    from bot.sandbox.kube_server import FakeKubeAPIServer
+
+    server = FakeKubeAPIServer().start()
+    seed_aia_system(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def e2e_slack() -> Iterator[FakeSlackServer]:
+    server = FakeSlackServer(team_id=TEAM_ID).start()
+    install_users(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def e2e_pg() -> Iterator[str]:
+    with fresh_pg_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def bot(tmp_path_factory: pytest.TempPathFactory, e2e_kube, e2e_slack, e2e_pg, prometheus) -> Iterator[BotProcess]:  # type: ignore[no-untyped-def]
+    workdir: Path = tmp_path_factory.mktemp("bot")
+    env = {
+        "SLACK_BOT_TOKEN": e2e_slack.bot_token,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": e2e_slack.api_url,
+        "DATABASE_URL": e2e_pg,
+        "KUBECONFIG": e2e_kube.write_kubeconfig(str(workdir / "kubeconfig")),
+        "AIA_LOG_LEVEL": "DEBUG",
+        "PROMETHEUS_URL": prometheus.url,
+    }
+    process = BotProcess(env, workdir / "bot.log", config_yaml=ROLES_YAML).start()
+    yield process
+    process.stop()

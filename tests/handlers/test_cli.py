@@ -1,0 +1,88 @@
+"""The `aia-bot` command as a user runs it: real processes, real output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tests.harness.bot_process import aia_bot_executable
+
+
+def _run(args: list[str], env: dict[str, str] | None = None, stdin: str | None = None, timeout: float = 60):  # type: ignore[no-untyped-def]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AIA_", "KUBECONFIG", "PROMETHEUS"))}
+    return subprocess.run([aia_bot_executable(), *args], env={**clean, **(env or {})}, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_console_sandbox_reads_commands_from_a_pipe() -> None:
+    done = _run(["console", "--sandbox"], stdin="/aia pods\n")
+    assert done.returncode == 0, done.stderr
+    assert "aia-api-blue-" in done.stdout and "CrashLoopBackOff" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_console_switches_user_and_clicks_buttons() -> None:
+    script = "status\n:click 1\n:user eve\npods\n:user carol\nhelp\n"
+    done = _run(["console", "--sandbox"], stdin=script)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "System status" in out
+    assert "Pod aia-api-blue-" in out  # button 1 of status: describe the worst pod
+    assert "you are now eve (none)" in out
+    assert "refused: `/aia pods` needs the viewer role; you have no role" in out
+    assert "/aia top pods" in out
+
+
+def test_serve_without_signing_secret_names_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    done = _run(["serve", "--port", "0"], env={"SLACK_BOT_TOKEN": "xoxb-test-0000000", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    assert done.returncode == 2
+    assert "SLACK_SIGNING_SECRET is not set" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_serve_with_malformed_setting_names_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    done = _run(["serve"], env={"SLACK_API_URL": "slack.com/api", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    assert done.returncode == 2
+    assert "SLACK_API_URL" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_serve_with_rejected_token_says_so(bot_env) -> None:  # type: ignore[no-untyped-def]
+    done = _run(["serve", "--port", "0"], env={**bot_env, "SLACK_BOT_TOKEN": "xoxb-wrong-1111111"})
+    assert done.returncode == 2
+    assert "SLACK_BOT_TOKEN was refused by Slack (invalid_auth)" in done.stderr
+    assert "xoxb-wrong-1111111" not in done.stderr
+
+
+def test_check_reports_each_backend(bot_env, prometheus) -> None:  # type: ignore[no-untyped-def]
+    done = _run(["check"], env={**bot_env, "PROMETHEUS_URL": prometheus.url})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for backend in ("settings", "database", "slack", "kubernetes", "prometheus"):
+        assert any(line.startswith("ok") and backend in line for line in done.stdout.splitlines()), backend
+    assert "all configured backends answer" in done.stdout
+
+
+def test_check_fails_when_kubernetes_is_down(bot_env, kube) -> None:  # type: ignore[no-untyped-def]
+    kube.stop()
+    done = _run(["check"], env=bot_env)
+    assert done.returncode == 1
+    assert any(line.startswith("FAIL") and "kubernetes" in line for line in done.stdout.splitlines())
+
+
+def test_audit_verify(bot_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    env = {**bot_env, "DATABASE_URL": f"sqlite:///{tmp_path}/audit.db"}
+    _run(["check"], env=env)  # creates the schema
+    from bot.core import build_core
+    from bot.settings import load_settings
+    from bot.store.audit import AuditRecord
+
+    core = build_core(load_settings(env))
+    for i in range(3):
+        core.audit.append(AuditRecord(actor="U1", action="pods", outcome="ok", arguments=str(i)))
+    core.engine.dispose()
+    assert "intact" in _run(["audit", "verify"], env=env).stdout
+    with sqlite3.connect(f"{tmp_path}/audit.db") as conn:
+        conn.execute("UPDATE audit_log SET actor='U2' WHERE id=2")
+    broken = _run(["audit", "verify"], env=env)
+    assert broken.returncode == 1 and "entry 2: content was edited" in broken.stdout

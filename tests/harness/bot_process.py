@@ -1,0 +1,142 @@
+"""`aia-bot serve` as a real process, and requests signed exactly as Slack signs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import httpx
+from slack_sdk.signature import SignatureVerifier
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def aia_bot_executable() -> str:
+    candidate = Path(sys.executable).parent / "aia-bot"
+    return str(candidate) if candidate.exists() else "aia-bot"
+
+
+class BotProcess:
+    def __init__(self, env: dict[str, str], log_path: Path, config_yaml: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.signing_secret = env["SLACK_SIGNING_SECRET"]
+        self.log_path = log_path
+        self.env = {**os.environ, **env}
+        if config_yaml is not None:
+            config_path = log_path.parent / f"aia-config-{self.port}.yaml"
+            config_path.write_text(config_yaml)
+            self.env["AIA_BOT_CONFIG"] = str(config_path)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    def start(self, timeout: float = 30) -> BotProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [aia_bot_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"aia-bot serve exited early:\n{self.log_path.read_text()}")
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"aia-bot serve did not come up:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.http.close()
+        self._log.close()
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    # -- Slack's side ------------------------------------------------------
+    def signed_headers(self, body: str, timestamp: int | None = None, secret: str | None = None) -> dict[str, str]:
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        verifier = SignatureVerifier(secret or self.signing_secret)
+        return {
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": verifier.generate_signature(timestamp=ts, body=body),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+
+    def post_signed(self, body: str, **kwargs: Any) -> httpx.Response:
+        return self.http.post("/slack/events", content=body.encode(), headers=self.signed_headers(body, **kwargs))
+
+    def slash(self, text: str, user_id: str, response_url: str, channel_id: str = "C0ALERTS",
+              team_id: str = "T0AIA") -> httpx.Response:
+        return self.post_signed(slash_body(text, user_id, response_url, channel_id, team_id))
+
+    def click(self, payload: dict[str, Any]) -> httpx.Response:
+        return self.post_signed(urllib.parse.urlencode({"payload": json.dumps(payload)}))
+
+
+def slash_body(text: str, user_id: str, response_url: str, channel_id: str = "C0ALERTS",
+               team_id: str = "T0AIA") -> str:
+    return urllib.parse.urlencode(
+        {
+            "token": "deprecated-verification-token",
+            "team_id": team_id,
+            "team_domain": "aia",
+            "channel_id": channel_id,
+            "channel_name": "aia-production-alerts",
+            "user_id": user_id,
+            "user_name": user_id.lower(),
+            "command": "/aia",
+            "text": text,
+            "api_app_id": "A0AIABOT",
+            "is_enterprise_install": "false",
+            "response_url": response_url,
+            "trigger_id": "1234.5678.abcdef",
+        }
+    )
+
+
+def button_payload(command: str, user_id: str, channel_id: str, message_ts: str, response_url: str,
+                   team_id: str = "T0AIA") -> dict[str, Any]:
+    return {
+        "type": "block_actions",
+        "team": {"id": team_id, "domain": "aia"},
+        "user": {"id": user_id, "username": user_id.lower(), "team_id": team_id},
+        "api_app_id": "A0AIABOT",
+        "token": "deprecated-verification-token",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": False},
+        "trigger_id": "1234.5678.abcdef",
+        "channel": {"id": channel_id, "name": "aia-production-alerts"},
+        "message": {"type": "message", "ts": message_ts, "text": "x"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": "aia_run:0",
+                "block_id": "b1",
+                "text": {"type": "plain_text", "text": "Run"},
+                "value": json.dumps({"command": command}),
+                "type": "button",
+                "action_ts": str(time.time()),
+            }
+        ],
+    }
