@@ -63,6 +63,8 @@ def _code(text: str, max_lines: int) -> tuple[str, bool]:
 
 
 def _section(text: str) -> SectionBlock:
+    # Slack rejects an empty section text.
+    text = text if text.strip() else "_(empty)_"
     if len(text) > SECTION_LIMIT:
         text = text[: SECTION_LIMIT - 1] + "…"
     return SectionBlock(text=MarkdownTextObject(text=text))
@@ -70,7 +72,7 @@ def _section(text: str) -> SectionBlock:
 
 def render_result(result: Result, command: str, user_id: str, max_lines: int) -> SlackMessage:
     blocks: list[Block] = [
-        HeaderBlock(text=f"{result.title}"[:150]),
+        HeaderBlock(text=(result.title.strip() or "Result")[:150]),
         ContextBlock(
             elements=[MarkdownTextObject(text=f"{ICON[result.status]} `/aia {escape(command)[:200]}` · <@{user_id}>")]
         ),

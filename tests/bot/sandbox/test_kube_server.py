@@ -462,6 +462,20 @@ def test_watch_streams_changes(server: FakeKubeAPIServer, apps: client.AppsV1Api
     assert ("MODIFIED", 2) in seen
 
 
+def test_throttling_with_retry_after_is_retried_by_the_client(
+    server: FakeKubeAPIServer, core: client.CoreV1Api
+) -> None:
+    server.fail_next(429, path_contains="/pods")
+    with pytest.raises(ApiException) as error:
+        core.list_namespaced_pod(NS)
+    assert error.value.status == 429
+    # With Retry-After (as the real server sends), urllib3 retries the GET on its own.
+    server.fail_next(429, path_contains="/pods", retry_after=0)
+    before = server.count("GET", "/pods")
+    assert core.list_namespaced_pod(NS).items
+    assert server.count("GET", "/pods") == before + 2
+
+
 # ---------------------------------------------------------------------------- other APIs
 
 

@@ -1,0 +1,111 @@
+"""Ack latency of `/aia pods` under load while Kubernetes answers slowly.
+
+Starts `aia-bot serve` as a process against the local Slack and Kubernetes
+servers (Kubernetes delayed by --kube-delay seconds) and a database, sends
+--concurrency signed slash commands at once, --rounds times, and reports the
+ack latency (p50/p99/max), how long until every answer reached Slack, and the
+serve process's peak RSS (VmHWM).
+
+    .venv/bin/python bench/ack_latency.py [--concurrency 50] [--rounds 5] [--kube-delay 2] [--database URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.sandbox.aia_seed import seed_aia_system  # noqa: E402
+from bot.sandbox.kube_server import FakeKubeAPIServer  # noqa: E402
+from bot.sandbox.slack_server import FakeSlackServer  # noqa: E402
+from tests.harness.bot_process import BotProcess, slash_body  # noqa: E402
+from tests.harness.users import TEAM_ID, install_users  # noqa: E402
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+async def one_round(bot: BotProcess, slack: FakeSlackServer, concurrency: int) -> list[float]:
+    bodies = [slash_body("pods", "U0VIEW1", slack.new_response_url()) for _ in range(concurrency)]
+
+    async with httpx.AsyncClient(base_url=bot.url, timeout=30,
+                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def send(body: str) -> float:
+            headers = bot.signed_headers(body)
+            started = time.perf_counter()
+            response = await client.post("/slack/events", content=body.encode(), headers=headers)
+            elapsed = time.perf_counter() - started
+            assert response.status_code == 200, response.text
+            return elapsed
+
+        return list(await asyncio.gather(*(send(b) for b in bodies)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--kube-delay", type=float, default=2.0)
+    parser.add_argument("--database", default=None, help="DATABASE_URL (default: a SQLite file)")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="aia-bench-"))
+    kube = FakeKubeAPIServer().start()
+    seed_aia_system(kube)
+    slack = FakeSlackServer(team_id=TEAM_ID).start()
+    install_users(slack)
+    env = {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": "bench-signing-secret",
+        "SLACK_API_URL": slack.api_url,
+        "DATABASE_URL": args.database or f"sqlite:///{workdir}/bench.db",
+        "KUBECONFIG": kube.write_kubeconfig(str(workdir / "kubeconfig")),
+        "AIA_LOG_LEVEL": "WARNING",
+    }
+    bot = BotProcess(env, workdir / "bot.log", config_yaml="roles:\n  viewer: [U0VIEW1]\n").start()
+    try:
+        # Warm-up: first request pays for imports and connection pools.
+        asyncio.run(one_round(bot, slack, 2))
+        slack.wait_for(lambda: len(slack.calls_to("chat.postMessage")) >= 2, timeout=30)
+        kube.delay_seconds = args.kube_delay
+        latencies: list[float] = []
+        answer_times: list[float] = []
+        for _ in range(args.rounds):
+            posted_before = len(slack.calls_to("chat.postMessage"))
+            started = time.perf_counter()
+            latencies += asyncio.run(one_round(bot, slack, args.concurrency))
+            slack.wait_for(
+                lambda pb=posted_before: len(slack.calls_to("chat.postMessage")) >= pb + args.concurrency,
+                timeout=120,
+            )
+            answer_times.append(time.perf_counter() - started)
+        assert bot.process is not None
+        status = Path(f"/proc/{bot.process.pid}/status").read_text()
+        peak_rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+        ms = [v * 1000 for v in latencies]
+        print(f"requests: {len(ms)} ({args.rounds} rounds of {args.concurrency} concurrent), "
+              f"Kubernetes delay {args.kube_delay}s, database {env['DATABASE_URL'].split(':')[0]}")
+        print(f"ack latency ms: p50 {statistics.median(ms):.1f}  p99 {percentile(ms, 99):.1f}  max {max(ms):.1f}")
+        print(f"all {args.concurrency} answers in Slack after (s): "
+              + ", ".join(f"{t:.1f}" for t in answer_times))
+        print(f"peak RSS of aia-bot serve: {int(peak_rss) / 1024:.0f} MiB")
+    finally:
+        bot.stop()
+        kube.stop()
+        slack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
