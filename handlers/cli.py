@@ -47,6 +47,9 @@ def _serve(args: argparse.Namespace) -> int:
     frontend = SlackFrontend(core, dict(auth.data) if isinstance(auth.data, dict) else {})
     app = build_http_app(core, frontend)
     logging.getLogger("aia_bot").info("serving on %s:%s for team %s", args.host, args.port, auth.get("team_id"))
+    # Worker threads parse large API answers while holding the GIL; a shorter
+    # switch interval lets the event loop (which sends the acks) in sooner.
+    sys.setswitchinterval(0.001)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
