@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # --- The bot itself -------------------------------------------------------
     aia_bot_config: Path | None = Field(None, description="YAML file: roles, escalation, alert map.")
     aia_worker_threads: int = Field(
-        32, ge=1, le=256, description="Threads doing backend work after the ack."
+        16, ge=1, le=256, description="Threads doing backend work after the ack."
     )
     aia_max_inline_lines: int = Field(
         25, ge=5, le=200, description="Longer output goes up as a file into the thread."
