@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -43,6 +44,15 @@ class SlackFrontend:
         self.executor = ThreadPoolExecutor(
             max_workers=core.settings.aia_worker_threads, thread_name_prefix="aia-work"
         )
+        self._start_all_workers(core.settings.aia_worker_threads)
+
+    def _start_all_workers(self, count: int) -> None:
+        """Create every worker thread now: starting them lazily during the first burst
+        of commands would cost the event loop time exactly when acks are due."""
+        barrier = threading.Barrier(count + 1)
+        for _ in range(count):
+            self.executor.submit(barrier.wait, 10)
+        barrier.wait(10)
 
     # -- the Bolt app --------------------------------------------------------
     def build_app(self) -> AsyncApp:
