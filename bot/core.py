@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slack_sdk import WebClient
 from sqlalchemy import Engine
@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.adapters.slack import make_web_client, usergroup_members
 from bot.context import Backends
 from bot.errors import ConfigurationError
+from bot.events import EventBus
 from bot.procedures import build_registry
 from bot.redaction import redact
 from bot.registry import Registry
@@ -33,6 +34,8 @@ class Core:
     roles: RoleResolver
     dispatcher: Dispatcher
     web: WebClient | None
+    events: EventBus = field(default_factory=EventBus)
+    # Issues #3, #4, #5 add their services as fields below, each defaulting to None.
 
 
 def build_core(settings: Settings, config: BotConfigFile | None = None, run_migrations: bool = True) -> Core:

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     )
     aia_log_level: str = Field("INFO", description="Log level of the bot's own logs.")
 
+    # --- Two-person rule and write procedures (issue #3) ---------------------
+    # --- end issue #3 ----------------------------------------------------------
+
+    # --- Alert threads and the Slack outbox (issue #4) -----------------------
+    # --- end issue #4 ----------------------------------------------------------
+
+    # --- Escalation (issue #5) -------------------------------------------------
+    # --- end issue #5 ----------------------------------------------------------
+
     @field_validator("slack_api_url")
     @classmethod
     def _api_url_ends_with_slash(cls, value: str) -> str:

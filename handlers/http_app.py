@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
@@ -12,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bot.background import background_services
 from bot.core import Core
 from bot.store.db import ping
 from handlers.slack_app import SlackFrontend
@@ -41,7 +44,22 @@ def build_http_app(core: Core, frontend: SlackFrontend) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    services = background_services(core)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        started = []
+        try:
+            for service in services:
+                await asyncio.to_thread(service.start)
+                started.append(service)
+            yield
+        finally:
+            for service in reversed(started):
+                await asyncio.to_thread(service.stop)
+
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/slack/events", slack_events, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -1,0 +1,27 @@
+"""Long-running work of `aia-bot serve` besides answering HTTP: outbox, timers, sweeps.
+
+Each part of the core that needs a background loop adds a factory here. They are
+started after the database is migrated and stopped on shutdown, in reverse order.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+
+class BackgroundService(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def background_services(core: Core) -> list[BackgroundService]:
+    services: list[BackgroundService] = []
+    # Issue #3 (approvals: expiry sweep), #4 (Slack outbox), #5 (escalation scheduler)
+    # append their services here.
+    return services
