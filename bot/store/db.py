@@ -59,7 +59,7 @@ def migrate(engine: Engine) -> None:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
             try:
                 config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+                command.upgrade(config, "heads")
                 conn.commit()
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
@@ -67,7 +67,7 @@ def migrate(engine: Engine) -> None:
     else:
         with engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")
 
 
 def ping(engine: Engine) -> None:
