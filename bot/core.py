@@ -8,7 +8,9 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.adapters.slack import make_web_client, usergroup_members
+from bot.adapters.slack import make_web_client, user_directory, usergroup_members
+from bot.alerts.service import AlertService
+from bot.approvals.service import ApprovalService
 from bot.context import Backends
 from bot.errors import ConfigurationError
 from bot.events import EventBus
@@ -36,13 +38,16 @@ class Core:
     web: WebClient | None
     events: EventBus = field(default_factory=EventBus)
     # Issues #3, #4, #5 add their services as fields below, each defaulting to None.
+    approvals: ApprovalService | None = None
+    alerts: AlertService | None = None
 
 
 def build_core(settings: Settings, config: BotConfigFile | None = None, run_migrations: bool = True) -> Core:
     if config is None:
         config = load_config_file(settings.aia_bot_config)
     try:
-        registry = build_registry(config.risk_overrides)
+        safe_keys = {k.strip() for k in settings.aia_safe_config_keys.split(",") if k.strip()}
+        registry = build_registry(config.risk_overrides, safe_keys)
     except ValueError as exc:
         raise ConfigurationError(f"AIA_BOT_CONFIG: {exc}") from None
     engine = make_engine(settings.database_url)
@@ -61,5 +66,16 @@ def build_core(settings: Settings, config: BotConfigFile | None = None, run_migr
         web = make_web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
     roles = RoleResolver(config.roles, usergroup_members(web) if web else None)
     backends = Backends(settings)
-    dispatcher = Dispatcher(settings, registry, backends, audit, roles)
-    return Core(settings, config, registry, engine, sessions, audit, backends, roles, dispatcher, web)
+    events = EventBus()
+    approvals = ApprovalService(
+        settings, sessions, registry, backends, audit, roles,
+        user_directory(web) if web else None, events, config.approvals_required,
+    )
+    dispatcher = Dispatcher(settings, registry, backends, audit, roles, approvals)
+    core = Core(
+        settings, config, registry, engine, sessions, audit, backends, roles, dispatcher, web,
+        events=events, approvals=approvals,
+    )
+    # Issues #4 and #5 construct their services here, on `core`.
+    core.alerts = AlertService(settings, config, registry, sessions, backends, core.events, web)
+    return core

@@ -23,7 +23,6 @@ Target = str | Gap
 
 CLOUD_SQL = Gap("not filed yet: Cloud SQL procedures", "needs the Cloud SQL Admin adapter and its local server")
 SECRET_MANAGER = Gap("not filed yet: Secret Manager procedures", "secret rotation is destructive; needs the two-person rule (#3)")
-ISSUE_3 = "#3 write and destructive procedures"
 
 # (pattern over one command line, target). First match wins; order matters.
 COVERAGE: list[tuple[str, Target]] = [
@@ -37,20 +36,20 @@ COVERAGE: list[tuple[str, Target]] = [
     (r"gcloud secrets access-secret", Gap("never", "the bot never shows a secret value; `/aia secrets` shows names and sync status")),
     (r"container_memory_usage_bytes", "metrics"),
     (r"rate\(http_requests_total", "metrics"),
-    (r"kubectl apply -f aia-deployment-green\.yaml", Gap(ISSUE_3, "/aia bluegreen deploy IMAGE")),
-    (r"kubectl wait --for=condition=Ready pod -l version=green", Gap(ISSUE_3, "/aia bluegreen deploy waits for Ready")),
+    (r"kubectl apply -f aia-deployment-green\.yaml", "bluegreen deploy"),
+    (r"kubectl wait --for=condition=Ready pod -l version=green", "bluegreen deploy"),
     (r"kubectl get pods -l version=green", "pods"),
-    (r"kubectl port-forward service/aia-api-green|curl http://localhost:8001/health", Gap(ISSUE_3, "/aia bluegreen validate")),
-    (r"kubectl patch service aia-api", Gap(ISSUE_3, "/aia bluegreen switch (destructive)")),
-    (r"kubectl describe service aia-api", Gap(ISSUE_3, "/aia bluegreen switch reports the live selector")),
-    (r"kubectl delete deployment", Gap(ISSUE_3, "/aia bluegreen cleanup (destructive)")),
-    (r"kubectl set image", Gap(ISSUE_3, "/aia set-image (destructive)")),
+    (r"kubectl port-forward service/aia-api-green|curl http://localhost:8001/health", "bluegreen validate"),
+    (r"kubectl patch service aia-api", "bluegreen switch"),
+    (r"kubectl describe service aia-api", "bluegreen switch"),
+    (r"kubectl delete deployment", "bluegreen cleanup"),
+    (r"kubectl set image", "set-image"),
     (r"kubectl rollout status", "rollout status"),
-    (r"kubectl rollout undo", Gap(ISSUE_3, "/aia rollback (destructive)")),
-    (r"kubectl patch configmap .*MAINTENANCE_MODE", Gap(ISSUE_3, "/aia maintenance on|off (destructive)")),
-    (r"kubectl patch configmap", Gap(ISSUE_3, "/aia config set KEY=VALUE")),
-    (r"kubectl rollout restart", Gap(ISSUE_3, "/aia restart DEPLOYMENT")),
-    (r"kubectl get pods --all-namespaces \| grep Evicted", Gap(ISSUE_3, "/aia cleanup evicted, in the bot's namespace only")),
+    (r"kubectl rollout undo", "rollback"),
+    (r"kubectl patch configmap .*MAINTENANCE_MODE", "maintenance"),
+    (r"kubectl patch configmap", "config set"),
+    (r"kubectl rollout restart", "restart"),
+    (r"kubectl get pods --all-namespaces \| grep Evicted", "cleanup evicted"),
     (r"kubectl get pods --all-namespaces", "status"),
     (r"kubectl get pods -n", "pods"),
     (r"kubectl describe pod", "describe pod"),
@@ -64,11 +63,11 @@ COVERAGE: list[tuple[str, Target]] = [
     (r"kubectl describe resourcequota", "quota"),
     (r"kubectl describe nodes", "top nodes"),
     (r"kubectl exec", Gap("never as written", "arbitrary exec from chat is a security hazard; a dedicated database check is not filed yet")),
-    (r"kubectl scale deployment <affected-deployment> --replicas=0", Gap(ISSUE_3, "/aia isolate DEPLOYMENT (destructive)")),
-    (r"kubectl scale deployment", Gap(ISSUE_3, "/aia scale / /aia emergency scale-up")),
+    (r"kubectl scale deployment <affected-deployment> --replicas=0", "isolate"),
+    (r"kubectl scale deployment", "scale"),
     (r"gcloud sql ", CLOUD_SQL),
     (r"gcloud compute instances list", Gap("not filed yet: Compute Engine check", "node VMs are visible through `/aia nodes`")),
-    (r"kubectl get (all|roles)", Gap(ISSUE_3, "/aia config backup (Secrets redacted)")),
+    (r"kubectl get (all|roles)", "config backup"),
     (r"kubectl delete namespace|kubectl apply -f backup-", Gap("not filed yet: namespace recreation", "destructive, two approvers, refuses without a verified backup")),
 ]
 

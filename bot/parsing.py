@@ -133,7 +133,9 @@ def _parse_tokens(proc: Procedure, tokens: list[str]) -> dict[str, Any]:
 
 
 # ``--name value`` or ``--name=value`` or ``--flag`` anywhere in a free-text line.
-_OPTION_IN_TEXT = re.compile(r"(?:^|\s)--([a-z][a-z-]*)(?:=(\S+)|\s+(?!--)(\S+))?(?=\s|$)")
+_OPTION_IN_TEXT = re.compile(
+    r"(?:^|\s)--([a-z][a-z-]*)(?:=(\S+)|\s+(?!--)(\"[^\"]*\"|'[^']*'|\S+))?(?=\s|$)"
+)
 
 
 def _parse_with_rest(proc: Procedure, rest: str) -> dict[str, Any]:
@@ -155,6 +157,8 @@ def _parse_with_rest(proc: Procedure, rest: str) -> dict[str, Any]:
         value = match.group(2) or match.group(3)
         if value is None:
             raise UserError(f"`--{name}` needs a value.", _usage(proc))
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
         args[name] = _convert(proc, param, value)
         remainder = remainder.replace(match.group(0), " ", 1)
     remainder = remainder.strip()

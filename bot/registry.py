@@ -75,6 +75,26 @@ Runner = Callable[["ProcedureContext", dict[str, Any]], "Result"]
 
 
 @dataclass(frozen=True)
+class Plan:
+    """What a change will do, read right before doing it.
+
+    ``snapshot`` holds what must not change between request and execution
+    (resourceVersion, live colour, replicas, image...): the two-person rule binds
+    an approval to it and refuses to execute when a fresh plan's snapshot differs.
+    """
+
+    target_key: str
+    snapshot: dict[str, Any]
+    preview: str
+    summary: str
+    warning: str | None = None
+
+
+Planner = Callable[["ProcedureContext", dict[str, Any]], Plan]
+Executor = Callable[["ProcedureContext", dict[str, Any], Plan], "Result"]
+
+
+@dataclass(frozen=True)
 class Procedure:
     name: str
     summary: str
@@ -87,6 +107,20 @@ class Procedure:
     public: bool = False
     # Shown in help text after the syntax line: alternatives, caveats.
     notes: str = ""
+    # Changes: plan (dry run, snapshot, preview) then execute. Destructive ones run
+    # the two steps apart, with an approval in between.
+    plan: Planner | None = None
+    execute: Executor | None = None
+    # Some arguments make a procedure more dangerous (scale to 0, unsafe config keys).
+    risk_for: Callable[[dict[str, Any]], RiskClass] | None = None
+    # How many approvers a destructive request needs by default.
+    approvals: int = 1
+
+    def effective_risk(self, args: dict[str, Any]) -> RiskClass:
+        if self.risk_for is None:
+            return self.risk
+        dynamic = self.risk_for(args)
+        return dynamic if dynamic.rank > self.risk.rank else self.risk
 
     @property
     def words(self) -> tuple[str, ...]:
@@ -99,6 +133,9 @@ class Procedure:
     @property
     def required_role(self) -> Role:
         return REQUIRED_ROLE[self.risk]
+
+    def role_for(self, args: dict[str, Any]) -> Role:
+        return REQUIRED_ROLE[self.effective_risk(args)]
 
 
 @dataclass

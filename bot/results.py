@@ -7,6 +7,7 @@ console, Slack and the tests share every procedure unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -84,6 +85,9 @@ class Result:
     actions: list[Action] = field(default_factory=list)
     # One line for the audit log and for notifications; never holds secret data.
     summary: str = ""
+    # Progress after the answer (a rollout): each yielded Result replaces the previous
+    # one in the thread. Runs on a worker thread after the answer was posted.
+    followup: Callable[[], Iterator[Result]] | None = None
 
     def add(self, part: Part) -> Result:
         self.parts.append(part)

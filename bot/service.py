@@ -12,13 +12,14 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
+from bot.approvals.service import ApprovalService, ApprovalView
 from bot.context import Backends, Caller, ProcedureContext
 from bot.errors import BackendUnavailable, ConfigurationError, UserError
 from bot.parsing import Invocation, parse_command
 from bot.redaction import redact
-from bot.registry import Registry
+from bot.registry import Registry, RiskClass
 from bot.results import Result
-from bot.roles import RoleResolver
+from bot.roles import Role, RoleResolver
 from bot.settings import Settings
 from bot.store.audit import AuditLog, AuditRecord
 
@@ -35,6 +36,7 @@ DURATION = Histogram(
 
 class OutcomeKind(StrEnum):
     OK = "ok"
+    APPROVAL_REQUESTED = "approval_requested"
     USER_ERROR = "user_error"
     REFUSED = "refused"
     FAILED = "failed"
@@ -48,6 +50,7 @@ class Outcome:
     message: str = ""
     usage: str | None = None
     procedure: str | None = None
+    approval: ApprovalView | None = None
 
 
 def _arguments_json(invocation: Invocation) -> str:
@@ -65,12 +68,14 @@ class Dispatcher:
         backends: Backends,
         audit: AuditLog,
         roles: RoleResolver,
+        approvals: ApprovalService | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.backends = backends
         self.audit = audit
         self.roles = roles
+        self.approvals = approvals
 
     def handle(self, text: str, caller: Caller) -> Outcome:
         text = (text or "").strip()
@@ -81,10 +86,11 @@ class Dispatcher:
 
         proc = invocation.procedure
         role = self.roles.role_of(caller.user_id)
-        if not proc.public and (role is None or role < proc.required_role):
+        needed = proc.role_for(invocation.args)
+        if not proc.public and (role is None or role < needed):
             have = f"your role is {role.label}" if role else "you have no role"
             message = (
-                f"`/aia {proc.name}` needs the {proc.required_role.label} role; {have}. "
+                f"`/aia {proc.name}` needs the {needed.label} role; {have}. "
                 "Ask an admin to add you to the bot's roles."
             )
             return self._finish(
@@ -101,7 +107,10 @@ class Dispatcher:
         )
         started = time.monotonic()
         args_json = _arguments_json(invocation)
+        destructive = proc.effective_risk(invocation.args) is RiskClass.DESTRUCTIVE
         try:
+            if destructive and self.approvals is not None:
+                return self._destructive(invocation, caller, role, args_json)
             result = proc.run(context, invocation.args)
         except UserError as exc:
             return self._finish(
@@ -120,6 +129,21 @@ class Dispatcher:
         return self._finish(
             caller, proc.name, args_json, OutcomeKind.OK, result.summary or result.title, None, proc.risk, result
         )
+
+    def _destructive(self, invocation: Invocation, caller: Caller, role: Role | None, args_json: str) -> Outcome:
+        """No destructive step runs alone: request an approval (or break glass)."""
+        assert self.approvals is not None
+        proc = invocation.procedure
+        reason = invocation.args.get("break-glass")
+        if reason:
+            result = self.approvals.break_glass(proc, invocation.args, invocation.text, caller, role, reason)
+            COMMANDS.labels(proc.name, "break_glass").inc()
+            return Outcome(kind=OutcomeKind.OK, text=args_json, result=result, message=result.summary,
+                           procedure=proc.name)
+        view = self.approvals.request(proc, invocation.args, invocation.text, caller, role)
+        COMMANDS.labels(proc.name, "approval_requested").inc()
+        return Outcome(kind=OutcomeKind.APPROVAL_REQUESTED, text=args_json, message=view.summary,
+                       procedure=proc.name, approval=view)
 
     def _finish(
         self,

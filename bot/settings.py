@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.errors import ConfigurationError
+from bot.escalation.policy import EscalationPolicy
 
 SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 
@@ -94,12 +94,73 @@ class Settings(BaseSettings):
     aia_log_level: str = Field("INFO", description="Log level of the bot's own logs.")
 
     # --- Two-person rule and write procedures (issue #3) ---------------------
+    aia_approval_ttl_seconds: int = Field(
+        900, ge=60, le=86400, description="How long a destructive request waits for approval."
+    )
+    aia_break_glass_enabled: bool = Field(
+        False, description="Let an admin run a destructive procedure alone with --break-glass."
+    )
+    aia_safe_config_keys: str = Field(
+        "LOG_LEVEL",
+        description="Comma-separated config map keys `/aia config set` changes without approval.",
+    )
+    aia_rollout_timeout_seconds: int = Field(
+        300, ge=10, le=3600, description="How long progress is followed after a change."
+    )
+    aia_rollout_poll_seconds: float = Field(
+        2.0, gt=0, le=60, description="How often rollout progress is read."
+    )
+    aia_api_port: int = Field(8000, ge=1, le=65535, description="Port of the API service (health checks).")
     # --- end issue #3 ----------------------------------------------------------
 
     # --- Alert threads and the Slack outbox (issue #4) -----------------------
+    aia_outbox_post_interval_seconds: float = Field(
+        1.0, ge=0, le=60,
+        description="Seconds between two chat.postMessage calls to one channel, across all replicas (Slack: ~1/s).",
+    )
+    aia_outbox_senders: int = Field(2, ge=1, le=16, description="Outbox sender threads per replica.")
+    aia_outbox_poll_seconds: float = Field(
+        0.2, gt=0, le=10, description="How often an idle outbox sender looks for work."
+    )
+    aia_outbox_max_attempts: int = Field(
+        30, ge=1, description="Attempts (5xx, network errors) before an outbox message is given up."
+    )
+    aia_alert_storm_threshold: int = Field(
+        10, ge=1, description="Alert groups waiting for their first post that make a storm summary message."
+    )
+    aia_alert_context: bool = Field(
+        True, description="Post Prometheus value and graph, pods, events and logs into each alert thread."
+    )
+    aia_alert_log_lines: int = Field(20, ge=0, le=200, description="Log lines of the worst pod in an alert thread.")
     # --- end issue #4 ----------------------------------------------------------
 
     # --- Escalation (issue #5) -------------------------------------------------
+    smtp_host: str | None = Field(None, description="SMTP server for email pages; unset = no email paging.")
+    smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port (587 = submission with STARTTLS).")
+    smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS before sending.")
+    smtp_username: str | None = Field(None, description="SMTP login; unset = no AUTH.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password (never logged or posted).")
+    smtp_from: str = Field("aia-bot@013a.tech", description="From address of email pages.")
+    smtp_ca_file: Path | None = Field(None, description="CA bundle that signs the SMTP server's certificate; unset = system CAs.")
+    smtp_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of one SMTP conversation.")
+    aia_paging_routing_key: SecretStr | None = Field(
+        None, description="Routing (integration) key sent with PagerDuty Events API v2 webhook pages."
+    )
+    aia_escalation_poll_seconds: float = Field(
+        2.0, gt=0, le=60,
+        description="How often each replica reads due escalation steps and deliveries from the database.",
+    )
+    aia_escalation_late_seconds: float = Field(
+        5.0, ge=0, description="A page fired later than this after its due time says how late it is."
+    )
+    aia_escalation_retry_seconds: float = Field(
+        10.0, gt=0, description="First retry delay of a failed email/webhook page (doubles each attempt)."
+    )
+    aia_escalation_max_attempts: int = Field(5, ge=1, le=50, description="Attempts per email/webhook page.")
+    aia_escalation_lease_seconds: float = Field(
+        60.0, gt=0, description="A page claimed by a replica that died is retried by another after this."
+    )
+    aia_escalation_workers: int = Field(8, ge=1, le=64, description="Threads per replica that fire steps and send pages.")
     # --- end issue #5 ----------------------------------------------------------
 
     @field_validator("slack_api_url")
@@ -148,12 +209,24 @@ class BotConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     roles: RolesConfig = Field(default_factory=RolesConfig)
-    escalation: dict[str, Any] | None = None
+    escalation: EscalationPolicy | None = None
     alert_procedures: dict[str, list[str]] | None = None
     risk_overrides: dict[str, str] = Field(
         default_factory=dict,
         description="procedure name -> risk class; may raise a procedure's class, never lower it",
     )
+    approvals_required: dict[str, int] = Field(
+        default_factory=dict,
+        description="procedure name -> approvers a destructive request needs (at least 1)",
+    )
+
+    @field_validator("approvals_required")
+    @classmethod
+    def _at_least_one_approver(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, count in value.items():
+            if count < 1:
+                raise ValueError(f"{name}: the two-person rule needs at least 1 approver, not {count}")
+        return value
 
 
 def _describe_validation_error(exc: ValidationError, prefix: str = "") -> str:

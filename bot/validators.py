@@ -89,3 +89,57 @@ def container_name(text: str) -> str:
     if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", text):
         raise ValueError("a container name is lowercase letters, digits and '-'")
     return text
+
+
+# A container image reference with an explicit tag or digest: "latest" by omission
+# is how the wrong build reaches production.
+_IMAGE = re.compile(
+    r"^(?P<repo>(?:[a-z0-9]+(?:[.-][a-z0-9]+)*(?::\d+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
+)
+
+
+def image_reference(text: str) -> str:
+    match = _IMAGE.match(text)
+    if not match or len(text) > 255:
+        raise ValueError("an image is like gcr.io/a-467519/aia-system:v1.5.0")
+    if not match.group("tag") and not match.group("digest"):
+        raise ValueError("give a tag or digest, e.g. :v1.5.0 (no implicit :latest)")
+    return text
+
+
+def replica_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("must be a whole number, e.g. 3") from None
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    if value > 50:
+        raise ValueError("at most 50")
+    return value
+
+
+_CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,252}$")
+
+
+def config_pairs(text: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in text.split():
+        key, eq, value = item.partition("=")
+        if not eq or not _CONFIG_KEY.match(key):
+            raise ValueError(f"`{item[:40]}` is not KEY=VALUE (KEY is letters, digits, _ . -)")
+        if key in pairs:
+            raise ValueError(f"{key} is given twice")
+        pairs[key] = value
+    if not pairs:
+        raise ValueError("give at least one KEY=VALUE")
+    return pairs
+
+
+def reason(text: str) -> str:
+    text = text.strip()
+    if len(text) < 10:
+        raise ValueError("say why in at least 10 characters")
+    return text[:500]

@@ -99,6 +99,7 @@ class Console:
         self.out = out
         self.user = SANDBOX_USERS[0]
         self.buttons: list[Action] = []
+        self._cards = 0
 
     @property
     def prompt(self) -> str:
@@ -134,6 +135,9 @@ class Console:
             index = int(words[1]) - 1
             if not 0 <= index < len(self.buttons):
                 self.out(f"no button {words[1]}; the last answer had {len(self.buttons)}")
+            elif self.buttons[index].command.startswith(":decide "):
+                _, decision, request_id, ts = self.buttons[index].command.split()
+                self._decide(decision, request_id, ts)
             else:
                 self._run(self.buttons[index].command)
         else:
@@ -143,7 +147,13 @@ class Console:
     def _run(self, text: str) -> None:
         caller = Caller(user_id=self.user.user_id, team_id=SANDBOX_TEAM, channel_id=SANDBOX_CHANNEL)
         outcome = self.core.dispatcher.handle(text, caller)
-        if outcome.kind is OutcomeKind.OK and outcome.result is not None:
+        if outcome.kind is OutcomeKind.APPROVAL_REQUESTED and outcome.approval is not None:
+            assert self.core.approvals is not None
+            self._cards += 1
+            ts = f"1700000000.{self._cards:06d}"
+            self.core.approvals.attach_card(outcome.approval.id, SANDBOX_CHANNEL, ts)
+            self._show_card(outcome.approval.id, ts)
+        elif outcome.kind is OutcomeKind.OK and outcome.result is not None:
             rendered, files = render_text(outcome.result)
             self.out(rendered)
             for name, content in files:
@@ -151,11 +161,40 @@ class Console:
                 path.write_bytes(content)
                 self.out(f"  saved {path}")
             self.buttons = list(outcome.result.actions)
+            if outcome.result.followup is not None:
+                for step in outcome.result.followup():
+                    self.out("  … " + render_text(step)[0].splitlines()[-1])
         else:
             mark = {OutcomeKind.REFUSED: "refused", OutcomeKind.FAILED: "failed"}.get(outcome.kind, "error")
             self.out(f"{mark}: {outcome.message}")
             if outcome.usage:
                 self.out(outcome.usage.replace("`", ""))
+
+
+    def _show_card(self, request_id: str, ts: str) -> None:
+        assert self.core.approvals is not None
+        view = self.core.approvals.get(request_id)
+        if view is None:
+            return
+        self.out(f"[approval {view.id}] {view.status.upper()}: {view.summary}")
+        self.out(f"  requested by {view.requester_id}; approvals {len(view.approvals)}/{view.required_approvals}")
+        if view.status == "pending":
+            self.out("  preview:\n    " + view.preview.replace("\n", "\n    "))
+            self.buttons = [Action(label, f":decide {label.lower()} {view.id} {ts}")
+                            for label in ("Approve", "Deny", "Cancel")]
+            self.out("Buttons: [1] Approve  [2] Deny  [3] Cancel   (:user bob, then :click 1)")
+        elif view.result:
+            self.out(f"  result: {view.result}")
+
+    def _decide(self, decision: str, request_id: str, ts: str) -> None:
+        assert self.core.approvals is not None
+        caller = Caller(user_id=self.user.user_id, team_id=SANDBOX_TEAM, channel_id=SANDBOX_CHANNEL)
+        outcome = self.core.approvals.decide(request_id, decision, caller, ts)
+        self.out(outcome.message)
+        if outcome.executed is not None:
+            rendered, _ = render_text(outcome.executed)
+            self.out(rendered)
+        self._show_card(request_id, ts)
 
 
 def run_console(sandbox: bool, stdin: IO[str] | None = None, out: Callable[[str], None] = print) -> int:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from bot.background import background_services
 from bot.core import Core
 from bot.store.db import ping
-from handlers.slack_app import SlackFrontend
+from handlers.slack_app import ApprovalSweeper, SlackFrontend
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def build_http_app(core: Core, frontend: SlackFrontend) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    services = background_services(core)
+    services = [*background_services(core), ApprovalSweeper(frontend)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

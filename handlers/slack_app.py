@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import logging
 import threading
 from collections.abc import Callable
@@ -21,10 +22,13 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookClient
 
+from bot.approvals.service import ApprovalStoreUnavailable
 from bot.context import Caller
 from bot.core import Core
+from bot.results import Result
 from bot.service import Outcome, OutcomeKind
 from bot.store.audit import AuditRecord
+from handlers.render_approvals import APPROVAL_ACTION, render_card
 from handlers.render_blocks import RUN_ACTION_ID, SlackMessage, render_problem, render_result
 from handlers.slack_text import slack_text_to_plain
 
@@ -41,6 +45,8 @@ class SlackFrontend:
         self.web = core.web
         self.auth_test = auth_test
         self.team_id = auth_test.get("team_id")
+        if core.approvals is not None:
+            core.approvals.team_id = self.team_id
         self.executor = ThreadPoolExecutor(
             max_workers=core.settings.aia_worker_threads, thread_name_prefix="aia-work"
         )
@@ -88,10 +94,15 @@ class SlackFrontend:
             await ack()
             self.submit(self.handle_slash, body)
 
-        @app.action({"action_id": __import__("re").compile(f"^{RUN_ACTION_ID}(:|$)")})
+        @app.action({"action_id": re.compile(f"^{RUN_ACTION_ID}(:|$)")})
         async def on_run_button(ack: Callable[..., Any], body: dict[str, Any]) -> None:
             await ack()
             self.submit(self.handle_run_button, body)
+
+        @app.action({"action_id": re.compile(f"^{APPROVAL_ACTION}:(approve|deny|cancel)$")})
+        async def on_approval_button(ack: Callable[..., Any], body: dict[str, Any]) -> None:
+            await ack()
+            self.submit(self.handle_approval_button, body)
 
         return app
 
@@ -147,14 +158,21 @@ class SlackFrontend:
         response_url: str | None,
         thread_ts: str | None = None,
     ) -> None:
+        if outcome.kind is OutcomeKind.APPROVAL_REQUESTED and outcome.approval is not None:
+            self.post_approval_card(outcome, caller, response_url)
+            return
         if outcome.kind is not OutcomeKind.OK or outcome.result is None:
             self._ephemeral(render_problem(outcome), caller, response_url)
             return
-        message = render_result(outcome.result, command, caller.user_id, self.core.settings.aia_max_inline_lines)
+        self.post_result(outcome.result, command, caller, response_url, thread_ts)
+
+    def post_result(self, result: Result, command: str, caller: Caller, response_url: str | None,
+                    thread_ts: str | None = None, channel_id: str | None = None) -> None:
+        message = render_result(result, command, caller.user_id, self.core.settings.aia_max_inline_lines)
         try:
             posted = self.web.chat_postMessage(
-                channel=caller.channel_id or "", text=message.text, blocks=message.blocks, thread_ts=thread_ts,
-                unfurl_links=False, unfurl_media=False,
+                channel=channel_id or caller.channel_id or "", text=message.text, blocks=message.blocks,
+                thread_ts=thread_ts, unfurl_links=False, unfurl_media=False,
             )
         except SlackApiError as exc:
             error = exc.response.get("error") if exc.response is not None else None
@@ -167,18 +185,100 @@ class SlackFrontend:
                 response_type="in_channel",
             )
             return
+        ts = thread_ts or posted.get("ts")
         if message.uploads:
-            ts = thread_ts or posted.get("ts")
             self.web.files_upload_v2(
                 channel=posted.get("channel"),
                 thread_ts=ts,
                 file_uploads=[{"content": u.content, "filename": u.filename, "title": u.title} for u in message.uploads],
             )
+        if result.followup is not None:
+            self.follow(result, command, caller, str(posted.get("channel")), str(ts))
+
+    def follow(self, result: Result, command: str, caller: Caller, channel: str, thread_ts: str) -> None:
+        """Progress (a rollout) as one thread reply, updated in place until it is done."""
+        assert result.followup is not None
+        progress_ts: str | None = None
+        last_text = ""
+        for step in result.followup():
+            message = render_result(step, command, caller.user_id, self.core.settings.aia_max_inline_lines)
+            if message.text == last_text:
+                continue
+            last_text = message.text
+            if progress_ts is None:
+                progress_ts = self.web.chat_postMessage(channel=channel, thread_ts=thread_ts, text=message.text,
+                                                        blocks=message.blocks).get("ts")
+            else:
+                self.web.chat_update(channel=channel, ts=progress_ts, text=message.text, blocks=message.blocks)
+
+    # -- the two-person rule ------------------------------------------------------
+    def post_approval_card(self, outcome: Outcome, caller: Caller, response_url: str | None) -> None:
+        assert outcome.approval is not None and self.core.approvals is not None
+        view = outcome.approval
+        text, blocks = render_card(view)
+        try:
+            posted = self.web.chat_postMessage(channel=self.core.settings.aia_alert_channel, text=text, blocks=blocks)
+        except SlackApiError as exc:
+            self.core.approvals.abandon(view.id, f"card could not be posted: {exc.response.get('error')}")
+            self._ephemeral(SlackMessage(text=":warning: The approval card could not be posted in "
+                                         f"{self.core.settings.aia_alert_channel}; nothing was requested."),
+                            caller, response_url)
+            return
+        self.core.approvals.attach_card(view.id, str(posted.get("channel")), str(posted.get("ts")))
+        self._ephemeral(SlackMessage(text=f":hourglass_flowing_sand: Approval requested (`{view.id}`): "
+                                     f"{view.summary}. Another approver decides in "
+                                     f"{self.core.settings.aia_alert_channel}."), caller, response_url)
+
+    def handle_approval_button(self, body: dict[str, Any]) -> None:
+        assert self.core.approvals is not None
+        user = body.get("user") or {}
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        caller = Caller(user_id=str(user.get("id")), team_id=(body.get("team") or {}).get("id"), channel_id=channel)
+        action = (body.get("actions") or [{}])[0]
+        decision = str(action.get("action_id", "")).split(":", 1)[-1]
+        request_id = str(action.get("value") or "")[:32]
+        message_ts = (body.get("message") or {}).get("ts") or (body.get("container") or {}).get("message_ts")
+        response_url = body.get("response_url")
+        try:
+            outcome = self.core.approvals.decide(request_id, decision, caller, message_ts)
+        except ApprovalStoreUnavailable:
+            self._ephemeral(SlackMessage(text=":warning: The bot's database is unreachable, so nothing was decided "
+                                         "and nothing was run. Try again in a minute."), caller, response_url)
+            return
+        self._ephemeral(SlackMessage(text=("" if outcome.accepted else ":no_entry: ") + outcome.message),
+                        caller, response_url)
+        view = outcome.view
+        if view is None or not outcome.card_changed or not view.channel_id or not view.message_ts:
+            return
+        text, blocks = render_card(view)
+        self.web.chat_update(channel=view.channel_id, ts=view.message_ts, text=text, blocks=blocks)
+        if outcome.executed is not None:
+            requester = Caller(view.requester_id, caller.team_id, view.channel_id)
+            self.post_result(outcome.executed, view.command, requester, None, thread_ts=view.message_ts,
+                             channel_id=view.channel_id)
+        elif view.status in ("stale", "failed") and view.result:
+            self.web.chat_postMessage(channel=view.channel_id, thread_ts=view.message_ts,
+                                      text=f":warning: {view.result}")
+
+    def refresh_cards(self, request_ids: list[str]) -> None:
+        """After a sweep: show expiries and results of executions a restart left behind."""
+        assert self.core.approvals is not None
+        for request_id in request_ids:
+            view = self.core.approvals.get(request_id)
+            if view is None or not view.channel_id or not view.message_ts:
+                continue
+            text, blocks = render_card(view)
+            self.web.chat_update(channel=view.channel_id, ts=view.message_ts, text=text, blocks=blocks)
+            if view.status in ("executed", "failed", "stale") and view.result:
+                self.web.chat_postMessage(channel=view.channel_id, thread_ts=view.message_ts,
+                                          text=f"{view.status}: {view.result}")
 
     def _ephemeral(self, message: SlackMessage, caller: Caller, response_url: str | None) -> None:
         if response_url:
+            # replace_original=False: on a card, the answer must not replace the card itself.
             response = WebhookClient(response_url).send(
-                text=message.text, blocks=message.blocks or None, response_type="ephemeral"
+                text=message.text, blocks=message.blocks or None, response_type="ephemeral",
+                replace_original=False,
             )
             if response.status_code == 200:
                 return
@@ -187,3 +287,35 @@ class SlackFrontend:
             self.web.chat_postEphemeral(
                 channel=caller.channel_id, user=caller.user_id, text=message.text, blocks=message.blocks or None
             )
+
+
+class ApprovalSweeper:
+    """Expires old requests and resumes approved ones a restart left behind, every few seconds."""
+
+    name = "approval-sweeper"
+
+    def __init__(self, frontend: SlackFrontend, interval: float = 5.0) -> None:
+        self.frontend = frontend
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="approval-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        approvals = self.frontend.core.approvals
+        while approvals is not None and not self._stop.is_set():
+            try:
+                changed = approvals.sweep()
+                if changed:
+                    self.frontend.refresh_cards(changed)
+            except Exception:  # noqa: BLE001 - a failed sweep is retried on the next tick
+                log.exception("approval sweep failed")
+            self._stop.wait(self.interval)

@@ -63,8 +63,12 @@ class KubeGateway:
         except ApiException as exc:
             if exc.status == 404 and not_found:
                 raise UserError(not_found) from None
-            if exc.status == 400:
+            if exc.status in (400, 422):
                 raise UserError(_status_message(exc)) from None
+            if exc.status == 409:
+                raise UserError(
+                    f"Kubernetes refused ({_status_message(exc)}): the object changed meanwhile; try again."
+                ) from None
             if exc.status in (401, 403):
                 raise BackendUnavailable(
                     f"Kubernetes refused the bot ({exc.status}) while {what}: {_status_message(exc)}"
@@ -203,3 +207,137 @@ class KubeGateway:
             "v1beta1",
             "nodes",
         )["items"]
+
+    # -- writes (namespace-scoped only) ------------------------------------
+    # Every write takes dry_run: a server-side dry run (dryRun=All) validates and
+    # answers with the object as it would be, which is what previews are made of.
+
+    @staticmethod
+    def _dry(dry_run: bool) -> dict[str, Any]:
+        return {"dry_run": "All"} if dry_run else {}
+
+    def patch_deployment(self, name: str, patch: Obj, dry_run: bool = False) -> Obj:
+        return self._json(
+            f"patching deployment {name}",
+            self.apps.patch_namespaced_deployment,
+            name,
+            self.namespace,
+            patch,
+            not_found=f"Deployment `{name}` does not exist in namespace `{self.namespace}`.",
+            **self._dry(dry_run),
+        )
+
+    def scale_deployment(self, name: str, replicas: int, dry_run: bool = False) -> Obj:
+        return self._json(
+            f"scaling deployment {name}",
+            self.apps.patch_namespaced_deployment_scale,
+            name,
+            self.namespace,
+            {"spec": {"replicas": replicas}},
+            not_found=f"Deployment `{name}` does not exist in namespace `{self.namespace}`.",
+            **self._dry(dry_run),
+        )
+
+    def create_deployment(self, body: Obj, dry_run: bool = False) -> Obj:
+        return self._json(
+            "creating a deployment", self.apps.create_namespaced_deployment, self.namespace, body,
+            **self._dry(dry_run),
+        )
+
+    def delete_deployment(self, name: str, dry_run: bool = False) -> Obj:
+        return self._json(
+            f"deleting deployment {name}",
+            self.apps.delete_namespaced_deployment,
+            name,
+            self.namespace,
+            not_found=f"Deployment `{name}` does not exist in namespace `{self.namespace}`.",
+            **self._dry(dry_run),
+        )
+
+    def replica_sets(self, selector: str | None = None) -> list[Obj]:
+        kwargs = {"label_selector": selector} if selector else {}
+        return self._json(
+            "listing replica sets", self.apps.list_namespaced_replica_set, self.namespace, **kwargs
+        )["items"]
+
+    def service(self, name: str) -> Obj:
+        return self._json(
+            f"reading service {name}",
+            self.core.read_namespaced_service,
+            name,
+            self.namespace,
+            not_found=f"Service `{name}` does not exist in namespace `{self.namespace}`.",
+        )
+
+    def patch_service(self, name: str, patch: Obj, dry_run: bool = False) -> Obj:
+        return self._json(
+            f"patching service {name}",
+            self.core.patch_namespaced_service,
+            name,
+            self.namespace,
+            patch,
+            not_found=f"Service `{name}` does not exist in namespace `{self.namespace}`.",
+            **self._dry(dry_run),
+        )
+
+    def config_map(self, name: str) -> Obj:
+        return self._json(
+            f"reading config map {name}",
+            self.core.read_namespaced_config_map,
+            name,
+            self.namespace,
+            not_found=f"Config map `{name}` does not exist in namespace `{self.namespace}`.",
+        )
+
+    def patch_config_map(self, name: str, patch: Obj, dry_run: bool = False) -> Obj:
+        return self._json(
+            f"patching config map {name}",
+            self.core.patch_namespaced_config_map,
+            name,
+            self.namespace,
+            patch,
+            not_found=f"Config map `{name}` does not exist in namespace `{self.namespace}`.",
+            **self._dry(dry_run),
+        )
+
+    def delete_pod(self, name: str, dry_run: bool = False) -> Obj:
+        return self._json(
+            f"deleting pod {name}",
+            self.core.delete_namespaced_pod,
+            name,
+            self.namespace,
+            not_found=f"Pod `{name}` does not exist in namespace `{self.namespace}`.",
+            **self._dry(dry_run),
+        )
+
+    def service_health(self, service: str, port: int, path: str = "health") -> tuple[int, str]:
+        """GET through the API server's service proxy: (HTTP status, body)."""
+        try:
+            raw = self._call(
+                f"calling /{path} of service {service}",
+                self.core.connect_get_namespaced_service_proxy_with_path,
+                f"{service}:{port}",
+                self.namespace,
+                path,
+            )
+        except (UserError, BackendUnavailable) as exc:
+            return 503, str(exc)
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+        return 200, text[:500]
+
+    def list_for_backup(self) -> dict[str, list[Obj]]:
+        """The namespace's configuration, for `/aia config backup` (Secrets still hold data here)."""
+        ns = self.namespace
+        rbac = client.RbacAuthorizationV1Api(self.api_client)
+        networking = client.NetworkingV1Api(self.api_client)
+        sources: dict[str, Any] = {
+            "Deployment": self.apps.list_namespaced_deployment,
+            "Service": self.core.list_namespaced_service,
+            "ConfigMap": self.core.list_namespaced_config_map,
+            "Secret": self.core.list_namespaced_secret,
+            "Ingress": networking.list_namespaced_ingress,
+            "Role": rbac.list_namespaced_role,
+            "RoleBinding": rbac.list_namespaced_role_binding,
+            "ServiceAccount": self.core.list_namespaced_service_account,
+        }
+        return {kind: self._json(f"listing {kind}s", fn, ns)["items"] for kind, fn in sources.items()}

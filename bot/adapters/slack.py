@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -32,3 +34,37 @@ def usergroup_members(web: WebClient) -> Callable[[str], set[str]]:
         return set(response.get("users") or [])
 
     return members
+
+
+@dataclass(frozen=True)
+class SlackUser:
+    user_id: str
+    email: str | None
+    team_id: str | None
+    is_bot: bool
+    is_restricted: bool
+    is_ultra_restricted: bool
+    deleted: bool
+
+
+def user_directory(web: WebClient) -> Callable[[str], SlackUser | None]:
+    """users.info, read at decision time (never cached: a deactivation must count at once)."""
+
+    def lookup(user_id: str) -> SlackUser | None:
+        try:
+            user = web.users_info(user=user_id).get("user") or {}
+        except SlackApiError as exc:
+            if exc.response.get("error") == "user_not_found":
+                return None
+            raise
+        return SlackUser(
+            user_id=str(user.get("id")),
+            email=((user.get("profile") or {}).get("email") or None),
+            team_id=user.get("team_id"),
+            is_bot=bool(user.get("is_bot") or user.get("is_app_user")),
+            is_restricted=bool(user.get("is_restricted")),
+            is_ultra_restricted=bool(user.get("is_ultra_restricted")),
+            deleted=bool(user.get("deleted")),
+        )
+
+    return lookup

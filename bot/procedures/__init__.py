@@ -9,9 +9,16 @@ from bot.registry import Registry
 MODULES = (info, cluster, logs, metrics)
 
 
-def build_registry(risk_overrides: dict[str, str] | None = None) -> Registry:
+def build_registry(
+    risk_overrides: dict[str, str] | None = None, safe_config_keys: set[str] | None = None
+) -> Registry:
+    from bot.procedures import changes
+
     registry = Registry()
     for module in MODULES:
         for procedure in module.PROCEDURES:
             registry.register(procedure)
+    # Which config keys are safe is a setting, so these are built, not imported.
+    for procedure in changes.build(safe_config_keys if safe_config_keys is not None else {"LOG_LEVEL"}):
+        registry.register(procedure)
     return registry.with_overrides(risk_overrides or {})

@@ -67,6 +67,10 @@ class AuditLog:
         # SQLite ignores FOR UPDATE; in one process a lock gives the same order.
         self._local_lock = threading.Lock()
 
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self._sessions
+
     def append(self, record: AuditRecord) -> AuditEntry:
         record = AuditRecord(
             actor=record.actor[:64],
