@@ -42,24 +42,25 @@ class RoleResolver:
         self._cache: dict[str, tuple[float, set[str]]] = {}
         self._lock = threading.Lock()
 
-    def role_of(self, user_id: str) -> Role | None:
+    def role_of(self, user_id: str, fresh: bool = False) -> Role | None:
+        """The user's highest role; ``fresh`` re-reads user groups (approvals do)."""
         best: Role | None = None
         for role in Role:
             principals = getattr(self._config, role.label)
-            if self._matches(user_id, principals):
+            if self._matches(user_id, principals, fresh):
                 best = role
         return best
 
-    def _matches(self, user_id: str, principals: list[str]) -> bool:
+    def _matches(self, user_id: str, principals: list[str], fresh: bool) -> bool:
         if user_id in principals:
             return True
-        return any(p.startswith("S") and user_id in self._members(p) for p in principals)
+        return any(p.startswith("S") and user_id in self._members(p, fresh) for p in principals)
 
-    def _members(self, group_id: str) -> set[str]:
+    def _members(self, group_id: str, fresh: bool = False) -> set[str]:
         now = time.monotonic()
         with self._lock:
             cached = self._cache.get(group_id)
-            if cached and now - cached[0] < self._ttl:
+            if cached and now - cached[0] < self._ttl and not fresh:
                 return cached[1]
         members: set[str] = set()
         if self._group_members is not None:

@@ -95,7 +95,11 @@ class Settings(BaseSettings):
 
     # --- Two-person rule and write procedures (issue #3) ---------------------
     aia_approval_ttl_seconds: int = Field(
-        900, ge=60, le=86400, description="How long a destructive request waits for approval."
+        900, ge=5, le=86400, description="How long a destructive request waits for approval."
+    )
+    aia_approval_claim_timeout_seconds: int = Field(
+        120, ge=2, le=3600,
+        description="An execution claimed this long ago without finishing belongs to a dead process.",
     )
     aia_break_glass_enabled: bool = Field(
         False, description="Let an admin run a destructive procedure alone with --break-glass."

@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 OPEN = ("pending", "approved", "executing")
 FINAL = ("denied", "cancelled", "expired", "stale", "executed", "failed")
-# An execution claim older than this belongs to a process that died.
-CLAIM_TIMEOUT = timedelta(minutes=2)
 
 Directory = Callable[[str], SlackUser | None]
 
@@ -271,7 +269,8 @@ class ApprovalService:
             return self._refuse(clicker, request_id, decision, "Unknown decision.")
         if self.team_id and clicker.team_id != self.team_id:
             return self._refuse(clicker, request_id, decision, "This request belongs to another workspace.")
-        role = self.roles.role_of(clicker.user_id)
+        # Read fresh, not from the group cache: losing the role must count at once.
+        role = self.roles.role_of(clicker.user_id, fresh=True)
         person = self.directory(clicker.user_id) if (self.directory and decision == "approve") else None
         with self._locked() as session:
             row = session.execute(
@@ -433,7 +432,7 @@ class ApprovalService:
                 decided = _aware(row.decided_at) or now
                 if row.status == "executing":
                     started = _aware(row.executed_at) or now
-                    if now - started < CLAIM_TIMEOUT:
+                    if now - started < timedelta(seconds=self.settings.aia_approval_claim_timeout_seconds):
                         continue  # someone is running it right now
                     # Its runner died. Back to approved: the snapshot check tells whether the
                     # change already happened (then the target changed and it goes stale).
