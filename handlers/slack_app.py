@@ -24,6 +24,7 @@ from slack_sdk.webhook import WebhookClient
 
 from bot.approvals.service import ApprovalStoreUnavailable
 from bot.context import Caller
+from bot.events import BreakGlassUsed
 from bot.core import Core
 from bot.results import Result
 from bot.service import Outcome, OutcomeKind
@@ -47,6 +48,7 @@ class SlackFrontend:
         self.team_id = auth_test.get("team_id")
         if core.approvals is not None:
             core.approvals.team_id = self.team_id
+        core.events.subscribe(BreakGlassUsed, self._announce_break_glass)
         self.executor = ThreadPoolExecutor(
             max_workers=core.settings.aia_worker_threads, thread_name_prefix="aia-work"
         )
@@ -104,6 +106,8 @@ class SlackFrontend:
             await ack()
             self.submit(self.handle_approval_button, body)
 
+        from handlers.escalation_actions import register_escalation_actions  # issue #5
+        register_escalation_actions(app, self)
         return app
 
     def submit(self, fn: Callable[[dict[str, Any]], None], body: dict[str, Any]) -> None:
@@ -259,6 +263,14 @@ class SlackFrontend:
         elif view.status in ("stale", "failed") and view.result:
             self.web.chat_postMessage(channel=view.channel_id, thread_ts=view.message_ts,
                                       text=f":warning: {view.result}")
+
+    def _announce_break_glass(self, event: BreakGlassUsed) -> None:
+        """Loud and public: everyone in the alerts channel sees that the rule was bypassed."""
+        self.web.chat_postMessage(
+            channel=self.core.settings.aia_alert_channel,
+            text=(f":rotating_light: *BREAK-GLASS* by <@{event.actor}>: `/aia {event.procedure}` ran without "
+                  f"a second person. Reason: {event.reason[:300]}. Marked in the audit log for review."),
+        )
 
     def refresh_cards(self, request_ids: list[str]) -> None:
         """After a sweep: show expiries and results of executions a restart left behind."""

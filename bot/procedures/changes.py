@@ -270,7 +270,7 @@ def _revisions(ctx: ProcedureContext, dep: Obj) -> dict[int, Obj]:
 def _rollback_template(ctx: ProcedureContext, args: dict[str, Any], dep: Obj) -> tuple[int, int, Obj]:
     revisions = _revisions(ctx, dep)
     current = int(((dep.get("metadata") or {}).get("annotations") or {}).get("deployment.kubernetes.io/revision") or 0)
-    wanted = args.get("to_revision")
+    wanted = args.get("to-revision")
     if wanted is None:
         older = [r for r in revisions if r < current]
         if not older:
@@ -301,7 +301,7 @@ def plan_rollback(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
 def execute_rollback(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) -> Result:
     name = args["deployment"]
     dep = ctx.kube.deployment(name)
-    _, _, template = _rollback_template(ctx, {**args, "to_revision": plan.snapshot["to"]}, dep)
+    _, _, template = _rollback_template(ctx, {**args, "to-revision": plan.snapshot["to"]}, dep)
     ctx.kube.patch_deployment(name, {"spec": {"template": template}})
     result = _change_result(f"Rolled back {name}", plan)
     result.followup = lambda: rollout_followup(ctx, name)
@@ -525,7 +525,7 @@ def config_backup(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 
     objects = ctx.kube.list_for_backup()
     docs = [_for_backup(kind, obj) for kind, items in objects.items() for obj in items]
-    text = yaml.safe_dump_all(docs, sort_keys=False, width=200)
+    text = yaml.safe_dump_all(docs, sort_keys=False, width=200, allow_unicode=True)
     stored = BackupStore(ctx.audit.sessions).save(ctx.caller.user_id, ctx.kube.namespace, text)
     counts = ", ".join(f"{len(items)} {kind}" for kind, items in objects.items())
     name = f"backup-{ctx.kube.namespace}-{stored.created_at:%Y%m%d-%H%M%S}.yaml"
@@ -643,7 +643,7 @@ def build(safe_keys: set[str]) -> list[Procedure]:
             name="rollback", summary="Undo a deployment's rollout (to the previous or a given revision)",
             risk=RiskClass.DESTRUCTIVE, runbook=(SECTION_ROLLING,), run=_two_step(plan_rollback, execute_rollback),
             plan=plan_rollback, execute=execute_rollback,
-            params=(DEPLOYMENT, Param("to_revision", "option", "revision number", metavar="N",
+            params=(DEPLOYMENT, Param("to-revision", "option", "revision number", metavar="N",
                                       convert=bounded_int(1, 1_000_000)), BREAK_GLASS),
         ),
         Procedure(

@@ -67,3 +67,12 @@ def test_bad_config_file_is_named(tmp_path: Path, content: str, named: str) -> N
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="does not exist"):
         load_config_file(tmp_path / "nope.yaml")
+
+
+def test_configuration_can_require_more_approvers_but_never_zero(tmp_path: Path) -> None:
+    path = tmp_path / "aia.yaml"
+    path.write_text("approvals_required:\n  bluegreen switch: 2\n")
+    assert load_config_file(path).approvals_required == {"bluegreen switch": 2}
+    path.write_text("approvals_required:\n  bluegreen switch: 0\n")
+    with pytest.raises(ConfigurationError, match="at least 1 approver"):
+        load_config_file(path)

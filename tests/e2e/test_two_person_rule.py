@@ -281,6 +281,7 @@ def test_break_glass_when_enabled_runs_alone_and_is_marked(tmp_path: Path) -> No
         assert _replicas(stack) == 0
         rows = stack.audit_rows()
         assert any(o == "break_glass" and "nobody else is awake" in d for _, _, o, d in rows)
+        stack.slack.wait_for(lambda: [m for m in stack.slack.messages("C0ALERTS") if "BREAK-GLASS" in m.text])
 
 
 @pytest.mark.parametrize(

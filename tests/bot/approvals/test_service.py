@@ -1,0 +1,48 @@
+"""The approval service on SQLite (one replica): many threads, one execution."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from bot.context import Caller
+from bot.service import OutcomeKind
+from tests.harness.calls import run_as
+from tests.harness.users import CHANNEL_ID, SLACK_USERS, TEAM_ID
+
+TS = "1700000000.000200"
+
+
+def _writes(kube) -> list:  # type: ignore[no-untyped-def, type-arg]
+    return [r for r in kube.requests if r.method == "PATCH" and r.query.get("dryRun") != "All"]
+
+
+def test_sixteen_simultaneous_approvals_execute_once(core, kube, slack) -> None:  # type: ignore[no-untyped-def]
+    slack.add_user("U0APR02", "arne", "arne@013a.tech")
+    core.config.roles.approver.append("U0APR02")
+    outcome = run_as(core, "operator", "scale aia-api-green 0")
+    assert outcome.kind is OutcomeKind.APPROVAL_REQUESTED
+    core.approvals.attach_card(outcome.approval.id, CHANNEL_ID, TS)
+    approvers = [SLACK_USERS["approver"].user_id, "U0APR02"] * 8
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        decisions = list(pool.map(
+            lambda user: core.approvals.decide(outcome.approval.id, "approve", Caller(user, TEAM_ID, CHANNEL_ID), TS),
+            approvers))
+    assert sum(d.accepted for d in decisions) == 1
+    assert sum(d.executed is not None for d in decisions) == 1
+    assert len([r for r in _writes(kube) if r.path.endswith("/scale")]) == 1
+    assert core.approvals.get(outcome.approval.id).status == "executed"
+
+
+def test_sweep_expires_and_keeps_the_audit_chain(core) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from bot.store.models import ApprovalRequest
+
+    outcome = run_as(core, "operator", "isolate aia-api-green")
+    with core.sessions.begin() as session:
+        session.execute(update(ApprovalRequest).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert core.approvals.sweep() == [outcome.approval.id]
+    assert core.approvals.get(outcome.approval.id).status == "expired"
+    assert core.audit.verify() == []
