@@ -21,7 +21,6 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.sandbox.aia_seed import seed_aia_system  # noqa: E402

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import logging
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +24,8 @@ from slack_sdk.webhook import WebhookClient
 
 from bot.approvals.service import ApprovalStoreUnavailable
 from bot.context import Caller
-from bot.events import BreakGlassUsed
 from bot.core import Core
+from bot.events import BreakGlassUsed
 from bot.results import Result
 from bot.service import Outcome, OutcomeKind
 from bot.store.audit import AuditRecord

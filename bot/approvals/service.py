@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -349,11 +349,12 @@ class ApprovalService:
         """Claim an approved request and run it once; None when someone else has it."""
         token = uuid.uuid4().hex
         with self.sessions.begin() as session:
-            claimed = session.execute(
+            cursor: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(ApprovalRequest)
                 .where(ApprovalRequest.id == request_id, ApprovalRequest.status == "approved")
                 .values(status="executing", claim_token=token, executed_at=_now())
-            ).rowcount
+            )
+            claimed = cursor.rowcount
         if claimed != 1:
             return None
         with self.sessions() as session:

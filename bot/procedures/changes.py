@@ -21,7 +21,14 @@ from bot.errors import UserError
 from bot.procedures import kube_format as kf
 from bot.registry import Param, Plan, Procedure, RiskClass
 from bot.results import Action, Preformatted, Result, Status, Table, Text
-from bot.validators import bounded_int, config_pairs, image_reference, k8s_name, reason, replica_count
+from bot.validators import (
+    bounded_int,
+    config_pairs,
+    image_reference,
+    k8s_name,
+    reason,
+    replica_count,
+)
 
 Obj = dict[str, Any]
 COLOURS = ("blue", "green")
