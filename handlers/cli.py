@@ -21,20 +21,19 @@ def _configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def start_frontend(required: tuple[str, ...], command: str):  # type: ignore[no-untyped-def]
+    """Settings, database, and Slack's word that the token is good: what every Slack mode needs first."""
     from slack_sdk.errors import SlackApiError
 
     from bot.core import build_core
     from bot.settings import load_settings
-    from handlers.http_app import build_http_app
     from handlers.slack_app import SlackFrontend
 
     settings = load_settings()
     _configure_logging(settings.aia_log_level)
-    for name in ("slack_bot_token", "slack_signing_secret"):
+    for name in required:
         if getattr(settings, name) is None:
-            raise ConfigurationError(f"{name.upper()} is not set; `aia-bot serve` needs it")
+            raise ConfigurationError(f"{name.upper()} is not set; `{command}` needs it")
     core = build_core(settings)
     assert core.web is not None
     try:
@@ -45,9 +44,18 @@ def _serve(args: argparse.Namespace) -> int:
         ) from None
     except OSError as exc:
         raise ConfigurationError(f"SLACK_API_URL {settings.slack_api_url} does not answer ({exc})") from None
-    frontend = SlackFrontend(core, dict(auth.data) if isinstance(auth.data, dict) else {})
+    return SlackFrontend(core, dict(auth.data) if isinstance(auth.data, dict) else {})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from handlers.http_app import build_http_app
+
+    frontend = start_frontend(("slack_bot_token", "slack_signing_secret"), "aia-bot serve")
+    core = frontend.core
     app = build_http_app(core, frontend)
-    logging.getLogger("aia_bot").info("serving on %s:%s for team %s", args.host, args.port, auth.get("team_id"))
+    logging.getLogger("aia_bot").info("serving on %s:%s for team %s", args.host, args.port, frontend.team_id)
     # Worker threads parse large API answers while holding the GIL; a shorter
     # switch interval lets the event loop (which sends the acks) in sooner.
     sys.setswitchinterval(0.001)
@@ -103,11 +111,9 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def _socket(args: argparse.Namespace) -> int:
-    print(
-        "aia-bot socket: Socket Mode is not built yet; use `aia-bot serve` behind an HTTPS ingress.",
-        file=sys.stderr,
-    )
-    return 2
+    from handlers.socket_mode import run_socket_mode
+
+    return run_socket_mode()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=3000)
     serve.set_defaults(func=_serve)
-    sub.add_parser("socket", help="Socket Mode (not built yet)").set_defaults(func=_socket)
+    sub.add_parser("socket", help="Socket Mode: no public URL needed (SLACK_APP_TOKEN)").set_defaults(func=_socket)
     sub.add_parser("check", help="validate the configuration and reach each backend").set_defaults(func=_check)
     console = sub.add_parser("console", help="type /aia commands in a terminal")
     console.add_argument("--sandbox", action="store_true", help="a sandbox cluster and Slack, nothing real")

@@ -523,6 +523,9 @@ class FakeSlackServer:
         self.host = host
         self.port = port
         self.bot_token = bot_token
+        # Socket Mode: the app-level token, and the WebSocket URL apps.connections.open hands out.
+        self.app_token = "xapp-sandbox-token"
+        self.socket_mode_url: str | None = None
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = "B" + bot_user_id[1:]
@@ -848,7 +851,11 @@ class FakeSlackServer:
             raise _ApiError(failure.error, status=failure.status, headers=headers)
         if token is None:
             raise _ApiError("not_authed")
-        if not secrets.compare_digest(token, self.bot_token):
+        # Socket Mode's connection call takes the app-level token, and only that one.
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        if not secrets.compare_digest(token, expected):
+            if token in (self.app_token, self.bot_token):
+                raise _ApiError("not_allowed_token_type")
             raise _ApiError("invalid_auth")
         return {"ok": True, **handler(self, args)}
 
@@ -1015,6 +1022,11 @@ class FakeSlackServer:
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+
+    def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not self.socket_mode_url:
+            raise _ApiError("internal_error")
+        return {"url": self.socket_mode_url}
 
     def _chat_post_message(self, args: dict[str, Any]) -> dict[str, Any]:
         # The bucket is keyed by channel ID (a name or a user ID resolve to it) and charged
@@ -1236,6 +1248,7 @@ class FakeSlackServer:
 
     _methods: dict[str, Callable[[FakeSlackServer, dict[str, Any]], dict[str, Any]]] = {
         "auth.test": _auth_test,
+        "apps.connections.open": _apps_connections_open,
         "chat.postMessage": _chat_post_message,
         "chat.postEphemeral": _chat_post_ephemeral,
         "chat.update": _chat_update,
