@@ -7,8 +7,12 @@ import gc
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from handlers.slack_app import SlackFrontend
 
 
 def _configure_logging(level: str) -> None:
@@ -21,7 +25,7 @@ def _configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
-def start_frontend(required: tuple[str, ...], command: str):  # type: ignore[no-untyped-def]
+def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
     """Settings, database, and Slack's word that the token is good: what every Slack mode needs first."""
     from slack_sdk.errors import SlackApiError
 

@@ -17,6 +17,8 @@ from starlette.routing import Route
 from bot.background import background_services
 from bot.core import Core
 from bot.store.db import ping
+from handlers.alertmanager import AlertmanagerWebhook
+from handlers.render_alerts import BlockKitAlertRenderer
 from handlers.slack_app import ApprovalSweeper, SlackFrontend
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ def build_http_app(core: Core, frontend: SlackFrontend) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+    if core.alerts is not None:
+        # The core renders alert messages as plain text unless an entry point gives it Block Kit.
+        core.alerts.renderer = BlockKitAlertRenderer(core.settings)
     services = [*background_services(core), ApprovalSweeper(frontend)]
 
     @contextlib.asynccontextmanager
@@ -65,5 +70,6 @@ def build_http_app(core: Core, frontend: SlackFrontend) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/alertmanager", AlertmanagerWebhook(core).handle, methods=["POST"]),
         ]
     )

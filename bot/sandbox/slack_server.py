@@ -524,7 +524,7 @@ class FakeSlackServer:
         self.port = port
         self.bot_token = bot_token
         # Socket Mode: the app-level token, and the WebSocket URL apps.connections.open hands out.
-        self.app_token = "xapp-sandbox-token"
+        self.app_token = "xapp-sandbox-token"  # noqa: S105 - a sandbox value, not a secret
         self.socket_mode_url: str | None = None
         self.team_id = team_id
         self.bot_user_id = bot_user_id

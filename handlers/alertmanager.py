@@ -1,0 +1,104 @@
+"""`POST /alertmanager`: Alertmanager's webhook (version 4 payload).
+
+Answers fast: check the bearer token, parse, persist, queue — no Slack, Prometheus or
+Kubernetes call on this path. Status codes say what Alertmanager should do:
+2xx done (duplicates included), 4xx do not retry (bad token, bad payload: audited,
+nothing stored), 503 retry (the database is down; Alertmanager retries on 5xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+
+from prometheus_client import Counter, Histogram
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bot.alerts.payload import PayloadError, parse_payload
+from bot.core import Core
+from bot.store.audit import AuditRecord
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 10 * 1024 * 1024
+ACTOR = "alertmanager"
+
+REQUESTS = Counter("aia_bot_alertmanager_requests_total", "Alertmanager webhook requests", ["outcome"])
+LATENCY = Histogram(
+    "aia_bot_alertmanager_seconds", "Time to answer Alertmanager",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+
+class AlertmanagerWebhook:
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        token = core.settings.alertmanager_webhook_token
+        self._token = token.get_secret_value().encode() if token is not None else None
+        if self._token is None:
+            log.warning("ALERTMANAGER_WEBHOOK_TOKEN is not set: POST /alertmanager accepts anyone")
+
+    async def handle(self, request: Request) -> Response:
+        started = time.monotonic()
+        try:
+            return await self._handle(request)
+        finally:
+            LATENCY.observe(time.monotonic() - started)
+
+    async def _handle(self, request: Request) -> Response:
+        refusal = self._check_token(request.headers.get("authorization"))
+        if refusal is not None:
+            await self._audit("refused", refusal, request)
+            REQUESTS.labels("unauthorized").inc()
+            return JSONResponse({"error": "unauthorized"}, status_code=401,
+                                headers={"WWW-Authenticate": 'Bearer realm="alertmanager"'})
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            await self._audit("user_error", f"body of {len(body)} bytes is over the limit", request)
+            REQUESTS.labels("too_large").inc()
+            return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+        try:
+            payload = parse_payload(body)
+        except PayloadError as exc:
+            await self._audit("user_error", f"invalid payload: {exc}", request)
+            REQUESTS.labels("invalid").inc()
+            return JSONResponse({"error": f"invalid payload: {exc}"[:500]}, status_code=400)
+        service = self.core.alerts
+        if service is None:
+            return JSONResponse({"error": "alerts are not enabled"}, status_code=503)
+        try:
+            result = await asyncio.to_thread(service.receive, payload)
+        except SQLAlchemyError as exc:
+            # Alertmanager retries on 5xx: that is exactly what we want while the database is down.
+            log.error("alertmanager webhook: database error (%s); answered 503", type(exc).__name__)
+            REQUESTS.labels("database_down").inc()
+            return JSONResponse({"error": "database unavailable; retry"}, status_code=503)
+        REQUESTS.labels("ok").inc()
+        return JSONResponse({"status": "ok", "group": result.group_id, "new": result.new_alerts,
+                             "resolved": result.resolved_alerts})
+
+    def _check_token(self, header: str | None) -> str | None:
+        """None when the request may pass; else why not (never the token itself)."""
+        if self._token is None:
+            return None
+        if not header:
+            return "no bearer token"
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return "authorization is not a bearer token"
+        if not secrets.compare_digest(value.strip().encode(), self._token):
+            return "wrong bearer token"
+        return None
+
+    async def _audit(self, outcome: str, detail: str, request: Request) -> None:
+        client = request.client.host if request.client else "?"
+        record = AuditRecord(actor=ACTOR, action="alertmanager webhook", outcome=outcome,
+                             arguments=json.dumps({"client": client}), detail=detail)
+        try:
+            await asyncio.to_thread(self.core.audit.append, record)
+        except Exception:  # noqa: BLE001 - the answer still goes out; the gap is logged
+            log.exception("could not audit a refused alertmanager request")
