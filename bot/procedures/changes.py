@@ -326,36 +326,45 @@ def _colour_labels(obj: Obj, colour: str) -> None:
         labels["version"] = colour
 
 
-def plan_bluegreen_deploy(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
-    live = live_colour(ctx)
-    idle = _other(live)
-    idle_name, live_name = _deployment_of(ctx, idle), _deployment_of(ctx, live)
-    image = args["image"]
-    live_dep = ctx.kube.deployment(live_name)
+def _idle_change(ctx: ProcedureContext, live: str, image: str) -> tuple[Obj | None, Obj]:
+    """(the idle colour's deployment or None, the body to create or the patch to apply)."""
+    idle_name = _deployment_of(ctx, _other(live))
+    live_dep = ctx.kube.deployment(_deployment_of(ctx, live))
     replicas = max(int((live_dep.get("spec") or {}).get("replicas") or 0), ctx.settings.aia_hpa_min_replicas)
     try:
         idle_dep: Obj | None = ctx.kube.deployment(idle_name)
     except UserError:
         idle_dep = None
-    container = str(_containers(live_dep)[0].get("name"))
     if idle_dep is None:
-        body = {"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": idle_name, "labels": dict((live_dep.get("metadata") or {}).get("labels") or {})},
-                "spec": yaml.safe_load(yaml.safe_dump(live_dep.get("spec") or {}))}
-        _colour_labels(body, idle)
+        # No idle deployment (cleaned up after the last switch): a copy of the live one.
+        body: Obj = {"apiVersion": "apps/v1", "kind": "Deployment",
+                     "metadata": {"name": idle_name,
+                                  "labels": dict((live_dep.get("metadata") or {}).get("labels") or {})},
+                     "spec": yaml.safe_load(yaml.safe_dump(live_dep.get("spec") or {}))}
+        _colour_labels(body, _other(live))
         body["spec"]["replicas"] = replicas
         body["spec"]["template"]["spec"]["containers"][0]["image"] = image
-        after = ctx.kube.create_deployment(body, dry_run=True)
-        preview = _diff({}, after, name=idle_name)
+        return None, body
+    container = str(_containers(live_dep)[0].get("name"))
+    current = int((idle_dep.get("spec") or {}).get("replicas") or 0)
+    return idle_dep, {"spec": {"replicas": max(replicas, current),
+                               "template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
+
+
+def plan_bluegreen_deploy(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
+    live = live_colour(ctx)
+    idle = _other(live)
+    idle_name = _deployment_of(ctx, idle)
+    idle_dep, change = _idle_change(ctx, live, args["image"])
+    if idle_dep is None:
+        preview = _diff({}, ctx.kube.create_deployment(change, dry_run=True), name=idle_name)
         snapshot: dict[str, Any] = {"live": live, "idle": None}
     else:
-        patch = {"spec": {"replicas": max(replicas, int((idle_dep.get("spec") or {}).get("replicas") or 0)),
-                          "template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
-        after = ctx.kube.patch_deployment(idle_name, patch, dry_run=True)
-        preview = _diff(idle_dep, after, name=idle_name)
+        preview = _diff(idle_dep, ctx.kube.patch_deployment(idle_name, change, dry_run=True), name=idle_name)
         snapshot = {"live": live, "idle": _dep_snapshot(idle_dep)}
+    replicas = change["spec"]["replicas"]
     return Plan(f"deployment/{idle_name}", snapshot, preview,
-                f"Deploy `{image}` to the idle colour {idle} (`{idle_name}`, {replicas} replicas); "
+                f"Deploy `{args['image']}` to the idle colour {idle} (`{idle_name}`, {replicas} replicas); "
                 f"{live} keeps the traffic")
 
 
@@ -363,25 +372,14 @@ def execute_bluegreen_deploy(ctx: ProcedureContext, args: dict[str, Any], plan: 
     live = plan.snapshot["live"]
     idle = _other(live)
     idle_name = _deployment_of(ctx, idle)
-    live_dep = ctx.kube.deployment(_deployment_of(ctx, live))
-    replicas = max(int((live_dep.get("spec") or {}).get("replicas") or 0), ctx.settings.aia_hpa_min_replicas)
-    container = str(_containers(live_dep)[0].get("name"))
-    if plan.snapshot["idle"] is None:
-        body = {"apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": {"name": idle_name, "labels": dict((live_dep.get("metadata") or {}).get("labels") or {})},
-                "spec": yaml.safe_load(yaml.safe_dump(live_dep.get("spec") or {}))}
-        _colour_labels(body, idle)
-        body["spec"]["replicas"] = replicas
-        body["spec"]["template"]["spec"]["containers"][0]["image"] = args["image"]
-        ctx.kube.create_deployment(body)
+    idle_dep, change = _idle_change(ctx, live, args["image"])
+    if idle_dep is None:
+        ctx.kube.create_deployment(change)
     else:
-        current = int((ctx.kube.deployment(idle_name).get("spec") or {}).get("replicas") or 0)
-        ctx.kube.patch_deployment(idle_name, {"spec": {
-            "replicas": max(replicas, current),
-            "template": {"spec": {"containers": [{"name": container, "image": args["image"]}]}}}})
+        ctx.kube.patch_deployment(idle_name, change)
     result = _change_result(f"Deploying to {idle} ({idle_name})", plan)
-    result.actions = [Action("Validate", "bluegreen validate"), Action(f"Switch traffic to {idle}", "bluegreen switch",
-                                                                     style="danger")]
+    result.actions = [Action("Validate", "bluegreen validate"),
+                      Action(f"Switch traffic to {idle}", "bluegreen switch", style="danger")]
     result.followup = lambda: rollout_followup(ctx, idle_name)
     return result
 

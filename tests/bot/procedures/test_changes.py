@@ -182,3 +182,15 @@ def test_destructive_procedures_only_request(core, kube, command: str) -> None: 
     assert outcome.kind is OutcomeKind.APPROVAL_REQUESTED, outcome.message
     writes = [r for r in kube.requests if r.method in ("PATCH", "PUT", "POST", "DELETE")]
     assert writes and all(r.query.get("dryRun") == "All" for r in writes)
+
+
+def test_bluegreen_deploy_recreates_a_cleaned_up_idle_colour(core, kube) -> None:  # type: ignore[no-untyped-def]
+    kube.delete("Deployment", "aia-api-green", NS)
+    image = "gcr.io/a-467519/aia-system:v1.7.0"
+    outcome = run_as(core, "operator", f"bluegreen deploy {image}")
+    assert outcome.kind is OutcomeKind.OK, outcome.message
+    green = deployment(kube, "aia-api-green")
+    assert green["spec"]["template"]["metadata"]["labels"]["version"] == "green"
+    assert green["spec"]["selector"]["matchLabels"]["version"] == "green"
+    assert green["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    assert kube.get("Service", "aia-api", NS)["spec"]["selector"]["version"] == "blue"
