@@ -158,3 +158,21 @@ def test_query_posts_values_and_uploads_the_graph_to_the_thread(bot, e2e_slack) 
     graph = e2e_slack.wait_for(lambda: [f for f in e2e_slack.files[before_files:] if f.completed], timeout=20)[0]
     assert graph.content.startswith(b"\x89PNG")
     assert graph.thread_ts == post.response["ts"]
+
+
+def test_channel_the_bot_is_not_in_gets_the_answer_through_the_response_url(bot, e2e_slack) -> None:  # type: ignore[no-untyped-def]
+    e2e_slack.add_channel("C0PRIVATE", "private-ops", [VIEWER], bot_is_member=False)
+    url = e2e_slack.new_response_url()
+    bot.slash("endpoints", VIEWER, url, channel_id="C0PRIVATE")
+    answer = e2e_slack.wait_for(lambda: [r for r in e2e_slack.responses if r.url == url])[0]
+    assert answer.body["response_type"] == "in_channel"
+    assert "35.192.183.84" in str(answer.body["blocks"])
+
+
+def test_slack_answering_500_once_is_retried(bot, e2e_slack) -> None:  # type: ignore[no-untyped-def]
+    before = len(e2e_slack.calls_to("chat.postMessage"))
+    e2e_slack.fail("chat.postMessage", status=500, times=1)
+    bot.slash("endpoints", VIEWER, e2e_slack.new_response_url())
+    e2e_slack.wait_for(lambda: _new_posts(e2e_slack, before), timeout=20)
+    statuses = [c.http_status for c in e2e_slack.calls_to("chat.postMessage")[before:]]
+    assert statuses[:2] == [500, 200]
