@@ -74,6 +74,8 @@ class SlackFrontend:
             # The auth.test answer was fetched once at start-up: no Slack call on the ack path.
             if team_id and self.team_id and team_id != self.team_id:
                 log.warning("refused a request from another workspace %s", team_id)
+                # Audited off the ack path, like all other work.
+                self.executor.submit(self._guarded, self._audit_foreign_team, {"team_id": team_id, **_})
                 return None
             return AuthorizeResult(
                 enterprise_id=enterprise_id,
@@ -124,6 +126,12 @@ class SlackFrontend:
             fn(body)
         except Exception:  # noqa: BLE001 - the worker must survive anything one request does
             log.exception("unhandled error while answering a Slack request")
+
+    def _audit_foreign_team(self, details: dict[str, Any]) -> None:
+        self.core.audit.append(AuditRecord(
+            actor=str(details.get("user_id") or "unknown"), action="(request)", outcome="refused",
+            detail=f"request from another workspace {details.get('team_id')}", team_id=details.get("team_id"),
+        ))
 
     # -- work after the ack (worker threads) -------------------------------
     def handle_slash(self, body: dict[str, Any]) -> None:

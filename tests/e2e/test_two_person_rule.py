@@ -212,7 +212,10 @@ def test_click_from_another_channel_is_refused(stack: Stack) -> None:
 def test_click_from_another_workspace_is_refused(stack: Stack) -> None:
     card = stack.request_change(OPS, SCALE_TO_ZERO)
     stack.click(APPROVER, "approve", card, team="T0EVIL")
-    time.sleep(1.5)
+    deadline = time.monotonic() + 10
+    while not any("another workspace T0EVIL" in d for *_, d in stack.audit_rows()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any(o == "refused" and "another workspace T0EVIL" in d for _, _, o, d in stack.audit_rows())
     assert stack.status(card.request_id) == "pending" and not stack.writes(SCALE_PATH)
 
 
