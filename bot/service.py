@@ -109,7 +109,9 @@ class Dispatcher:
         args_json = _arguments_json(invocation)
         destructive = proc.effective_risk(invocation.args) is RiskClass.DESTRUCTIVE
         try:
-            if destructive and self.approvals is not None:
+            if destructive:
+                if self.approvals is None:  # never run a destructive step without the rule
+                    raise UserError("Destructive procedures are unavailable: no approval service.")
                 return self._destructive(invocation, caller, role, args_json)
             result = proc.run(context, invocation.args)
         except UserError as exc:
