@@ -798,6 +798,22 @@ class FakeKubeAPIServer:
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
+    def reset(self) -> None:
+        """Forget every object, log, metric, recorded request and failure: a fresh cluster on the
+        same address, so a running bot's kubeconfig stays valid between tests."""
+        with self._lock:
+            self.delay_seconds = 0.0
+            self.auto_reconcile = True
+            self.new_pods_ready = True
+            self.requests.clear()
+            self.pod_logs.clear()
+            self._pod_metrics.clear()
+            self._node_metrics.clear()
+            self._objects.clear()
+            self._failures.clear()
+            for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+                self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> FakeKubeAPIServer:

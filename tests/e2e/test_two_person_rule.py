@@ -31,10 +31,19 @@ SCALE_TO_ZERO = "scale aia-api-green 0"
 SCALE_PATH = "/deployments/aia-api-green/scale"
 
 
-@pytest.fixture
-def stack(tmp_path: Path):  # type: ignore[no-untyped-def]
-    with approval_stack(tmp_path) as built:
+@pytest.fixture(scope="module")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with approval_stack(tmp_path_factory.mktemp("approvals")) as built:
         yield built
+
+
+@pytest.fixture
+def stack(shared_stack: Stack) -> Stack:
+    """One bot for the module; the cluster, Slack and database are made new for every test."""
+    if not shared_stack.bots[0].process or shared_stack.bots[0].process.poll() is not None:
+        raise RuntimeError("the shared bot died")
+    shared_stack.reset()
+    return shared_stack
 
 
 def _replicas(stack: Stack, name: str = "aia-api-green") -> int:
@@ -144,21 +153,19 @@ def test_slack_retry_headers_run_nothing_twice(stack: Stack) -> None:
     assert len(stack.writes(SCALE_PATH)) == 1
 
 
-def test_approval_after_expiry_runs_nothing(tmp_path: Path) -> None:
+def test_expiry_at_click_time_and_by_the_sweep(tmp_path: Path) -> None:
     with approval_stack(tmp_path, AIA_APPROVAL_TTL_SECONDS="5") as stack:
-        card = stack.request_change(OPS, SCALE_TO_ZERO)
+        clicked = stack.request_change(OPS, SCALE_TO_ZERO)
+        swept = stack.request_change(OPS, "isolate aia-frontend")
         time.sleep(5.5)
-        text = stack.response_text(stack.click(APPROVER, "approve", card))
-        assert "expired" in text
-        assert stack.status(card.request_id) == "expired" and not stack.writes(SCALE_PATH)
-
-
-def test_expired_requests_are_swept_and_the_card_says_so(tmp_path: Path) -> None:
-    with approval_stack(tmp_path, AIA_APPROVAL_TTL_SECONDS="5") as stack:
-        card = stack.request_change(OPS, SCALE_TO_ZERO)
-        stack.wait_status(card.request_id, "expired", timeout=20)
+        # Approval after expiry: refused, nothing runs (whether the sweep got there first or not).
+        assert "expired" in stack.response_text(stack.click(APPROVER, "approve", clicked))
+        assert stack.status(clicked.request_id) == "expired" and not stack.writes(SCALE_PATH)
+        # Nobody clicks: the sweep expires it and the card says so.
+        stack.wait_status(swept.request_id, "expired", timeout=20)
         stack.slack.wait_for(lambda: [c for c in stack.slack.calls_to("chat.update")
-                                      if c.args.get("ts") == card.ts and "Expired" in json.dumps(c.args)])
+                                      if c.args.get("ts") == swept.ts and "Expired" in json.dumps(c.args)])
+        assert not stack.writes()
 
 
 def test_deny_after_approve_and_approve_after_deny(stack: Stack) -> None:
@@ -225,7 +232,12 @@ def test_one_pending_request_per_target(stack: Stack) -> None:
     assert "already has an open request" in text and card.request_id in text
 
 
-def test_restart_between_approval_and_execution_loses_nothing_runs_once(stack: Stack, tmp_path: Path) -> None:
+def test_restart_between_approval_and_execution_loses_nothing_runs_once(tmp_path: Path) -> None:
+    with approval_stack(tmp_path) as stack:
+        _restart_between_approval_and_execution(stack, tmp_path)
+
+
+def _restart_between_approval_and_execution(stack: Stack, tmp_path: Path) -> None:
     card = stack.request_change(OPS, SCALE_TO_ZERO)
     stack.kube.delay_seconds = 3  # execution re-reads the target first: kill the bot during that read
     stack.click(APPROVER, "approve", card)

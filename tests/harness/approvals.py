@@ -119,6 +119,19 @@ class Stack:
             return [tuple(r) for r in conn.execute(
                 "SELECT actor, action, outcome, detail FROM audit_log ORDER BY id").fetchall()]
 
+    def reset(self) -> None:
+        """A clean cluster, Slack and database under the same running bots (fast, per test)."""
+        import psycopg
+
+        self.kube.reset()
+        seed_aia_system(self.kube)
+        self.slack.reset()
+        install_approval_users(self.slack)
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM approval_requests")
+            conn.execute("DELETE FROM audit_log")
+            conn.execute("UPDATE audit_head SET last_id = 0, last_hash = %s", ("0" * 64,))
+
     def start_bot(self, workdir: Path, **env: str) -> BotProcess:
         full_env = {
             "SLACK_BOT_TOKEN": self.slack.bot_token,
