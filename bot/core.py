@@ -13,6 +13,7 @@ from bot.alerts.service import AlertService
 from bot.approvals.service import ApprovalService
 from bot.context import Backends
 from bot.errors import ConfigurationError
+from bot.escalation.service import EscalationService, build_escalation
 from bot.events import EventBus
 from bot.procedures import build_registry
 from bot.redaction import redact
@@ -40,6 +41,7 @@ class Core:
     # Issues #3, #4, #5 add their services as fields below, each defaulting to None.
     approvals: ApprovalService | None = None
     alerts: AlertService | None = None
+    escalation: EscalationService | None = None
 
 
 def build_core(settings: Settings, config: BotConfigFile | None = None, run_migrations: bool = True) -> Core:
@@ -78,4 +80,5 @@ def build_core(settings: Settings, config: BotConfigFile | None = None, run_migr
     )
     # Issues #4 and #5 construct their services here, on `core`.
     core.alerts = AlertService(settings, config, registry, sessions, backends, core.events, web)
+    core.escalation = build_escalation(core)  # issue #5: escalation paging
     return core

@@ -56,9 +56,12 @@ class AlertmanagerWebhook:
             REQUESTS.labels("unauthorized").inc()
             return JSONResponse({"error": "unauthorized"}, status_code=401,
                                 headers={"WWW-Authenticate": 'Bearer realm="alertmanager"'})
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            await self._audit("user_error", f"body of {len(body)} bytes is over the limit", request)
+        # Refuse an oversized body by its declared length before reading it into memory.
+        declared = request.headers.get("content-length", "")
+        too_large = declared.isdigit() and int(declared) > MAX_BODY_BYTES
+        body = b"" if too_large else await request.body()
+        if too_large or len(body) > MAX_BODY_BYTES:
+            await self._audit("user_error", f"body of {declared or len(body)} bytes is over the limit", request)
             REQUESTS.labels("too_large").inc()
             return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
         try:

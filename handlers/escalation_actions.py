@@ -1,6 +1,6 @@
 """Bolt listeners for the escalation card's buttons: ack at once, work on the pool.
 
-A click becomes the matching command (``ack E7K3Q2``, ``snooze 30m E7K3Q2``...) run
+A click becomes the matching command (``ack E7K3Q2X``, ``snooze 30m E7K3Q2X``...) run
 through the dispatcher as the person who clicked: the same role check and audit
 entry as typing it. The answer is the card update and the note in the thread;
 only a refusal or a mistake is answered privately.

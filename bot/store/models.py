@@ -279,6 +279,7 @@ class EscalationDelivery(Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_by: Mapped[str | None] = mapped_column(String(80))
+    claimed_by: Mapped[str | None] = mapped_column(String(80))  # replica holding the claim
 
 
 class EscalationEvent(Base):
@@ -294,3 +295,13 @@ class EscalationEvent(Base):
     level: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str] = mapped_column(Text, default="")
     late_seconds: Mapped[float | None] = mapped_column(_EscFloat)
+
+
+class EscalationReplica(Base):
+    """Each running replica's heartbeat: pages claimed by a replica that stopped beating are
+    taken over at once, instead of after their (long) lease."""
+
+    __tablename__ = "escalation_replicas"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -63,7 +63,9 @@ class AiaExporter:
 
 
 class PrometheusProcess:
-    def __init__(self, targets: list[str]) -> None:
+    def __init__(self, targets: list[str], rule_files: list[Path] | None = None,
+                 alertmanager: str | None = None) -> None:
+        """``rule_files`` are loaded besides the test rule; ``alertmanager`` (host:port) gets the alerts."""
         binary = shutil.which("prometheus")
         if binary is None:
             raise RuntimeError("prometheus is not installed: apt-get install prometheus (see .ci/run)")
@@ -75,8 +77,10 @@ class PrometheusProcess:
         static = "\n".join(f"          - {t}" for t in targets)
         (self.dir / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            f"rule_files: [{self.dir / 'rules.yml'}]\n"
-            "scrape_configs:\n  - job_name: aia\n    static_configs:\n      - targets:\n"
+            f"rule_files: [{', '.join(str(p) for p in [self.dir / 'rules.yml', *(rule_files or [])])}]\n"
+            + (f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{alertmanager}']\n"
+               if alertmanager else "")
+            + "scrape_configs:\n  - job_name: aia\n    static_configs:\n      - targets:\n"
             f"{static}\n        labels:\n          namespace: aia-production\n"
         )
         self.process: subprocess.Popen[bytes] | None = None

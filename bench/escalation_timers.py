@@ -1,0 +1,232 @@
+"""Escalation timers at scale: N active escalations due over a spread, 3 replicas on PostgreSQL.
+
+Inserts --escalations escalations straight into a fresh PostgreSQL database (their next step
+due uniformly over --spread seconds, starting --lead seconds from now), starts --replicas
+`aia-bot serve` processes on it with the local Slack server and a local paging webhook, and
+kills one replica with SIGKILL at --kill-at seconds. Each step pages a webhook (the phone
+line, PagerDuty Events v2) and posts its mention into the escalation's thread.
+
+Reports, measured at the receivers: lateness of each page after its due time (p50/p99/max),
+duplicate pages, pages missing, and the worst lateness of the steps the killed replica had
+fired (pages it claimed and may not have sent) and of the steps due right after the kill.
+
+    .venv/bin/python bench/escalation_timers.py [--escalations 10000] [--spread 120] [--replicas 3]
+        [--kill-at 60] [--database postgresql://postgres@127.0.0.1:5432/test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg  # noqa: E402
+from slack_sdk import WebClient  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
+
+from bot.escalation.policy import EscalationPolicy  # noqa: E402
+from bot.sandbox.slack_server import FakeSlackServer  # noqa: E402
+from bot.store.db import make_engine, migrate  # noqa: E402
+from bot.store.models import Escalation  # noqa: E402
+from tests.harness.bot_process import BotProcess  # noqa: E402
+from tests.harness.webhook_receiver import WebhookReceiver  # noqa: E402
+
+CHANNEL = "C0BENCH"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def create_database(admin_url: str) -> str:
+    name = f"aia_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+def thread_parents(slack: FakeSlackServer, count: int) -> list[str]:
+    """One parent message per escalation, as an alert thread would be: a replica that takes
+    over a dead one's pages looks into the thread before posting again."""
+    client = WebClient(token=slack.bot_token, base_url=slack.api_url)
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda i: str(client.chat_postMessage(channel=CHANNEL, text=f"alert {i}")["ts"]),
+                             range(count)))
+
+
+def seed(url: str, policy: EscalationPolicy, count: int, first_due: datetime, spread: float,
+         parents: list[str]) -> dict[str, float]:
+    """Insert the escalations; returns id -> due time (epoch seconds)."""
+    engine = make_engine(url)
+    migrate(engine)
+    snapshot = policy.model_dump_json()
+    now = datetime.now(UTC)
+    dues: dict[str, float] = {}
+    rows = []
+    for i in range(count):
+        esc_id = "E" + uuid.uuid4().hex[:6].upper()
+        while esc_id in dues:
+            esc_id = "E" + uuid.uuid4().hex[:6].upper()
+        due = first_due + timedelta(seconds=spread * random.random())
+        dues[esc_id] = due.timestamp()
+        rows.append(dict(
+            id=esc_id, source="manual", title=f"bench {i}", severity="critical", alert_group_id=None,
+            channel_id=CHANNEL, thread_ts=parents[i], card_ts=None, policy=snapshot, status="active",
+            version=1, step_seq=0, current_level=0, cycle=0, next_level=1, next_reason="start", next_due_at=due,
+            created_by="bench", created_at=now,
+        ))
+    with engine.begin() as conn:
+        for start in range(0, len(rows), 1000):
+            conn.execute(insert(Escalation), rows[start : start + 1000])
+    engine.dispose()
+    return dues
+
+
+def claim_and_send_times(url: str) -> tuple[list[float], list[float]]:
+    """Per step: claim time minus due time, and last send minus claim (from the database)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM min(created_at) - min(due_at)), extract(epoch FROM max(sent_at) - min(created_at))"
+            " FROM escalation_deliveries WHERE key LIKE 's1:%' GROUP BY escalation_id"
+        ).fetchall()
+    return [float(r[0]) for r in rows if r[0] is not None], [float(r[1]) for r in rows if r[1] is not None]
+
+
+def fired_by(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        return {r[0]: r[1] or "" for r in conn.execute("SELECT id, fired_by FROM escalations")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--escalations", type=int, default=10_000)
+    parser.add_argument("--spread", type=float, default=120.0)
+    parser.add_argument("--lead", type=float, default=20.0, help="seconds before the first step is due")
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--kill-at", type=float, default=60.0, help="seconds after the first due time; <0 = never")
+    parser.add_argument("--poll", type=float, default=2.0, help="AIA_ESCALATION_POLL_SECONDS")
+    parser.add_argument("--workers", type=int, default=None, help="AIA_ESCALATION_WORKERS (default: the setting's)")
+    parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = parser.parse_args()
+
+    slack = FakeSlackServer(team_id="T0AIA").start()
+    slack.add_channel(CHANNEL, "aia-bench", [])
+    webhook = WebhookReceiver().start()
+    policy = EscalationPolicy.model_validate(
+        {"levels": [{"name": "phone", "webhook": webhook.url, "wait": "1h"}], "start_on": {"severity": []}}
+    )
+    url = create_database(args.database)
+    workdir = Path(tempfile.mkdtemp(prefix="aia-bench-esc-"))
+    config = workdir / "aia.yaml"
+    config.write_text(json.dumps({"escalation": json.loads(policy.model_dump_json())}))
+    parents = thread_parents(slack, args.escalations)
+    first_due = datetime.now(UTC) + timedelta(seconds=args.lead)
+    dues = seed(url, policy, args.escalations, first_due, args.spread, parents)
+    print(f"seeded {len(dues)} escalations due {first_due:%H:%M:%S} + {args.spread:.0f}s in {url.rsplit('/', 1)[1]}")
+    env = {
+        "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": "bench-secret", "SLACK_API_URL": slack.api_url,
+        "DATABASE_URL": url, "AIA_BOT_CONFIG": str(config), "AIA_PAGING_ROUTING_KEY": "bench-routing-key",
+        "AIA_ESCALATION_POLL_SECONDS": str(args.poll), "AIA_LOG_LEVEL": "WARNING", "AIA_WORKER_THREADS": "2",
+    }
+    if args.workers:
+        env["AIA_ESCALATION_WORKERS"] = str(args.workers)
+    replicas = [BotProcess(env, workdir / f"bot-{i}.log") for i in range(args.replicas)]
+    for replica in replicas:
+        replica.start(timeout=60)
+    print(f"{len(replicas)} replicas up {time.time() - first_due.timestamp():+.1f}s from the first due time")
+
+    killed_pid, killed_at = None, None
+    deadline = first_due.timestamp() + args.spread + 90
+    while time.time() < deadline:
+        now = time.time()
+        if killed_pid is None and args.kill_at >= 0 and now >= first_due.timestamp() + args.kill_at:
+            victim = replicas[0]
+            assert victim.process is not None
+            killed_pid, killed_at = victim.process.pid, now
+            victim.process.send_signal(signal.SIGKILL)
+            victim.process.wait()
+            print(f"killed replica pid {killed_pid} with SIGKILL at +{now - first_due.timestamp():.1f}s")
+        # Only a length check while pages arrive: the bench shares its process (and the GIL)
+        # with the receiver and the Slack server, and must not slow them down.
+        with webhook.lock:
+            arrived = len(webhook.events)
+        if arrived >= len(dues) and (killed_pid is not None or args.kill_at < 0):
+            break
+        time.sleep(0.5)
+    time.sleep(3)  # late duplicates would arrive by now
+
+    events = webhook.received()
+    counts = Counter(str(e.details.get("escalation")) for e in events)
+    first_seen: dict[str, float] = {}
+    for event in events:
+        esc_id = str(event.details.get("escalation"))
+        first_seen.setdefault(esc_id, event.at)
+    lateness = {esc_id: first_seen[esc_id] - due for esc_id, due in dues.items() if esc_id in first_seen}
+    values = list(lateness.values())
+    duplicates = sum(c - 1 for c in counts.values() if c > 1)
+    missing = sum(1 for esc_id in dues if esc_id not in first_seen)
+    # The same trigger sent again (a sender killed mid-request): PagerDuty merges it by dedup key.
+    resent_triggers = duplicates
+    threads = Counter(m.thread_ts for m in slack.messages(CHANNEL) if m.thread_ts and "Paging level" in m.text)
+    thread_duplicates = sum(c - 1 for c in threads.values() if c > 1)
+    owners = fired_by(url)
+    result: dict[str, object] = {
+        "escalations": len(dues), "replicas": args.replicas, "spread_s": args.spread, "poll_s": args.poll,
+        "pages_received": len(events), "missing": missing,
+        # Same dedup key as the first: PagerDuty merges it into the open incident (no second call).
+        "webhook_triggers_resent": resent_triggers,
+        "duplicate_thread_pages": thread_duplicates,
+        "lateness_p50_ms": round(percentile(values, 50) * 1000, 1),
+        "lateness_p99_ms": round(percentile(values, 99) * 1000, 1),
+        "lateness_max_ms": round(max(values) * 1000, 1),
+        "early_pages": sum(1 for v in values if v < -0.05),
+    }
+    claims, sends = claim_and_send_times(url)
+    if claims and sends:
+        result.update({
+            "claim_after_due_p50_ms": round(percentile(claims, 50) * 1000, 1),
+            "claim_after_due_p99_ms": round(percentile(claims, 99) * 1000, 1),
+            "send_after_claim_p50_ms": round(percentile(sends, 50) * 1000, 1),
+            "send_after_claim_p99_ms": round(percentile(sends, 99) * 1000, 1),
+        })
+    if killed_pid is not None and killed_at is not None:
+        victims = [e for e, owner in owners.items() if f":{killed_pid}:" in owner]
+        victim_late = [lateness[e] for e in victims if e in lateness]
+        around = [lateness[e] for e, due in dues.items() if killed_at - 5 <= due <= killed_at + 15 and e in lateness]
+        others = [v for e, v in lateness.items() if e not in set(victims)]
+        result.update({
+            "killed_at_s": round(killed_at - first_due.timestamp(), 1),
+            "steps_fired_by_killed_replica": len(victims),
+            "worst_lateness_of_its_steps_s": round(max(victim_late), 2) if victim_late else None,
+            "worst_lateness_due_near_the_kill_s": round(max(around), 2) if around else None,
+            "p99_other_steps_ms": round(percentile(others, 99) * 1000, 1) if others else None,
+        })
+    print(json.dumps(result, indent=2))
+    for replica in replicas[1:] if killed_pid else replicas:
+        replica.stop()
+    slack.stop()
+    webhook.stop()
+    drop_database(args.database, url)
+    return 0 if missing == 0 and thread_duplicates == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Alertmanager alerts as living Slack threads: payload, grouping, persistence, context, buttons."""

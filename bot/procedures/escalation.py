@@ -1,0 +1,224 @@
+"""Escalation procedures: page, oncall, ack, resolve, snooze, escalate, timeline.
+
+Slash commands carry no thread, so the commands that act on one escalation take
+its id (shown on the card in the thread, e.g. ``E7K3Q2X``) or, without one, act
+on the only open escalation of the channel; with several open they list them.
+The card's buttons pass the id, so clicks are never ambiguous.
+
+They change no system, only who is paged: any role (viewer and up) may run
+them, so the on-call group can acknowledge from the first minute.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bot.context import ProcedureContext
+from bot.errors import UserError
+from bot.escalation.channels import PageFailed
+from bot.escalation.policy import format_duration
+from bot.escalation.service import EscalationService, service_for
+from bot.escalation.timeline import timeline_markdown
+from bot.escalation.views import clock, mention, status_line
+from bot.registry import Param, Procedure, RiskClass
+from bot.results import Fields, Result, Status, Table, Text
+from bot.validators import duration
+
+RUNBOOK = ("Contacts & Escalation › On-Call Procedures", "Contacts & Escalation › Communication Channels")
+_ID = re.compile(r"^E?[2-9A-HJ-NP-Z]{6}$", re.IGNORECASE)
+
+
+def escalation_id(text: str) -> str:
+    if not _ID.match(text.strip()):
+        raise ValueError("an escalation id looks like E7K3Q2X (it is on the card in the thread)")
+    text = text.strip().upper()
+    return text if text.startswith("E") and len(text) == 7 else "E" + text
+
+
+def _service(ctx: ProcedureContext) -> EscalationService:
+    service = service_for(ctx.audit)
+    if service is None:
+        raise UserError("Escalation is not running in this bot.", "It needs `aia-bot serve` or the console.")
+    return service
+
+
+def page(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
+    service = _service(ctx)
+    policy = service.require_policy()
+    words = str(args.get("text") or "").split(maxsplit=1)
+    usage = "Usage: `/aia page LEVEL MESSAGE`, e.g. `/aia page 2 API returns 500s since 03:10`"
+    if len(words) < 2:
+        raise UserError("Say which level to page and why.", usage)
+    level = policy.find_level(words[0])
+    if level is None:
+        raise UserError(f"There is no level `{words[0][:30]}`; the levels are {policy.describe_levels()}.", usage)
+    channel = ctx.caller.channel_id or ctx.settings.aia_alert_channel
+    view = service.start(level, words[1][:300], "manual", ctx.caller.user_id, channel)
+    spec = policy.level(level)
+    return Result(
+        title=f"Paging level {level} · {spec.name}",
+        status=Status.CRITICAL,
+        parts=[Text(f"Escalation `{view.id}` started by {mention(ctx.caller.user_id)}: {words[1][:300]}\n"
+                    "Its card, with Acknowledge / Escalate now / Snooze / Resolve, is in the channel; "
+                    "pages and answers go into the card's thread.")],
+        summary=f"escalation {view.id} started at level {level}",
+    )
+
+
+def oncall(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
+    service = _service(ctx)
+    policy = service.require_policy()
+    rows = []
+    for number, level in enumerate(policy.levels, start=1):
+        people = []
+        for principal in level.notify:
+            if principal.startswith("S"):
+                try:
+                    members = service.slack.members(principal)
+                    shown = ", ".join(mention(m) for m in members) or "nobody"
+                except PageFailed:
+                    shown = "members unknown"
+                people.append(f"{mention(principal)} ({shown})")
+            else:
+                people.append(mention(principal))
+        channels = []
+        if level.email:
+            channels.append("email " + ", ".join(level.email))
+        if level.webhook:
+            channels.append("phone line (webhook)")
+        rows.append((f"*{number} · {level.name}* · then wait {format_duration(level.wait)}",
+                     " ".join(people) + ("\n" + "; ".join(channels) if channels else "")))
+    starts = ", ".join(policy.start_on.severity) or "no alerts (manual pages only)"
+    parts: list[Any] = [
+        Fields(rows),
+        Text(f"Alert groups with severity {starts} start an escalation at level {policy.first_level}; "
+             f"the chain runs {policy.repeat + 1} time{'s' if policy.repeat else ''}; "
+             f"break-glass pages level {policy.break_glass}."),
+    ]
+    open_ones = service.open_escalations()
+    if open_ones:
+        parts.append(Table(["ID", "STATUS", "LEVEL", "WHAT"],
+                           [[v.id, v.status, str(v.current_level), v.title[:60]] for v in open_ones],
+                           title="Open escalations"))
+    return Result(title="On call now", parts=parts, summary=f"{len(policy.levels)} levels, {len(open_ones)} open")
+
+
+def _target(ctx: ProcedureContext, args: dict[str, Any]) -> tuple[EscalationService, str]:
+    service = _service(ctx)
+    row = service.find(ctx.caller.channel_id, args.get("id"))
+    return service, row.id
+
+
+def ack(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
+    service, esc_id = _target(ctx, args)
+    change = service.acknowledge(esc_id, ctx.caller.user_id)
+    return Result(title=f"Acknowledged {esc_id}", status=Status.OK, parts=[Text(change.text)],
+                  summary=f"{esc_id} acknowledged at level {change.view.current_level}")
+
+
+def resolve(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
+    service, esc_id = _target(ctx, args)
+    change = service.resolve(esc_id, ctx.caller.user_id)
+    return Result(title=f"Resolved {esc_id}", status=Status.OK, parts=[Text(change.text)], summary=f"{esc_id} resolved")
+
+
+def snooze(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
+    service, esc_id = _target(ctx, args)
+    seconds = int(args["duration"])
+    change = service.snooze(esc_id, ctx.caller.user_id, seconds)
+    return Result(title=f"Snoozed {esc_id}", status=Status.INFO, parts=[Text(change.text)],
+                  summary=f"{esc_id} snoozed {format_duration(seconds)}")
+
+
+def escalate(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
+    service, esc_id = _target(ctx, args)
+    change = service.escalate_now(esc_id, ctx.caller.user_id)
+    return Result(title=f"Escalating {esc_id}", status=Status.WARNING, parts=[Text(change.text)],
+                  summary=f"{esc_id} escalated to level {change.view.current_level}")
+
+
+def timeline(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
+    service, esc_id = _target(ctx, args)
+    markdown, count = timeline_markdown(service.sessions, esc_id, service.clock())
+    row = service.get(esc_id)
+    assert row is not None
+    filename = f"timeline-{esc_id}.md"
+    try:
+        service.slack.upload(row.channel_id, row.thread_ts, filename, markdown, f"Incident timeline {esc_id}")
+        where = "uploaded to the escalation's thread"
+    except PageFailed as exc:
+        where = f"not uploaded ({exc.message})"
+    view = service.view(row)
+    return Result(
+        title=f"Timeline of {esc_id}",
+        parts=[Text(f"`{filename}`: {count} entries, {where}.\n{status_line(view)}; started {clock(view.created_at)}.")],
+        summary=f"timeline of {esc_id}: {count} entries",
+    )
+
+
+_ID_PARAM = Param("id", "positional", "escalation id from the card; default: the only open one here",
+                  metavar="ID", convert=escalation_id)
+
+PROCEDURES = [
+    Procedure(
+        name="page",
+        summary="Page a level of the escalation policy now (manual escalation)",
+        risk=RiskClass.READ,
+        runbook=RUNBOOK,
+        run=page,
+        params=(Param("text", "rest", "the level (number or name), then what is wrong",
+                      metavar="LEVEL MESSAGE", required=True),),
+        examples=("/aia page 1 API answers 500 since 03:10", "/aia page devops-team database unreachable"),
+    ),
+    Procedure(
+        name="oncall",
+        summary="The escalation policy, who each level pages now, and the open escalations",
+        risk=RiskClass.READ,
+        runbook=RUNBOOK,
+        run=oncall,
+    ),
+    Procedure(
+        name="ack",
+        summary="Acknowledge an escalation: its timers stop",
+        risk=RiskClass.READ,
+        runbook=RUNBOOK,
+        run=ack,
+        params=(_ID_PARAM,),
+        examples=("/aia ack", "/aia ack E7K3Q2X"),
+    ),
+    Procedure(
+        name="resolve",
+        summary="Resolve an escalation: nobody else is paged",
+        risk=RiskClass.READ,
+        runbook=RUNBOOK,
+        run=resolve,
+        params=(_ID_PARAM,),
+    ),
+    Procedure(
+        name="snooze",
+        summary="Pause an escalation; the current level is paged again afterwards",
+        risk=RiskClass.READ,
+        runbook=RUNBOOK,
+        run=snooze,
+        params=(Param("duration", "positional", "30m, 1h, 4h (at most 1d)", metavar="DURATION", required=True,
+                      convert=duration(86400)), _ID_PARAM),
+        examples=("/aia snooze 30m", "/aia snooze 1h E7K3Q2X"),
+    ),
+    Procedure(
+        name="escalate",
+        summary="Page the next level now instead of waiting",
+        risk=RiskClass.READ,
+        runbook=RUNBOOK,
+        run=escalate,
+        params=(_ID_PARAM,),
+    ),
+    Procedure(
+        name="timeline",
+        summary="Upload the incident timeline (alerts, pages, acks, procedures, approvals) as Markdown",
+        risk=RiskClass.READ,
+        runbook=RUNBOOK,
+        run=timeline,
+        params=(_ID_PARAM,),
+    ),
+]
