@@ -12,6 +12,8 @@ from bot.settings import Settings
 if TYPE_CHECKING:
     from bot.adapters.kubernetes import KubeGateway
     from bot.adapters.prometheus import PrometheusGateway
+    from bot.alerts.service import AlertService
+    from bot.escalation.service import EscalationService
     from bot.registry import Registry
     from bot.store.audit import AuditLog
 
@@ -32,6 +34,9 @@ class Backends:
     settings: Settings
     _kube: KubeGateway | None = None
     _prometheus: PrometheusGateway | None = None
+    # Services of the core that procedures read (`/aia alerts`, `/aia page`...); set by build_core.
+    alerts: AlertService | None = None
+    escalation: EscalationService | None = None
 
     @property
     def kube(self) -> KubeGateway:

@@ -81,4 +81,5 @@ def build_core(settings: Settings, config: BotConfigFile | None = None, run_migr
     # Issues #4 and #5 construct their services here, on `core`.
     core.alerts = AlertService(settings, config, registry, sessions, backends, core.events, web)
     core.escalation = build_escalation(core)  # issue #5: escalation paging
+    backends.alerts, backends.escalation = core.alerts, core.escalation
     return core

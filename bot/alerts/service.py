@@ -15,7 +15,6 @@ Everything that talks to Slack, Prometheus or Kubernetes runs later on outbox th
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -48,8 +47,6 @@ REPLY_PRIORITY = 20  # + severity rank: thread replies wait until every waiting 
 
 # One service per database URL in this process, for `/aia alerts` (procedures get settings,
 # not the core).
-_by_database: dict[str, AlertService] = {}
-_by_database_lock = threading.Lock()
 
 
 class AlertService:
@@ -84,8 +81,6 @@ class AlertService:
         self.outbox.set_thread_resolver(_thread_of)
         self.outbox.on_event = events.publish
         self.outbox.prefetch = _load_groups
-        with _by_database_lock:
-            _by_database[settings.database_url] = self
 
     # -- the webhook path ----------------------------------------------------------
     def receive(self, payload: WebhookPayload) -> IngestResult:
@@ -108,10 +103,6 @@ class AlertService:
         if result.opened and waiting_groups(session, self.channel)[0] >= self.settings.aia_alert_storm_threshold:
             Outbox.enqueue(session, STORM, self.channel, priority=STORM_PRIORITY, coalesce_key=f"storm:{self.channel}")
 
-
-def service_for(settings: Settings) -> AlertService | None:
-    with _by_database_lock:
-        return _by_database.get(settings.database_url)
 
 
 def _thread_of(session: Session, group_id: int) -> tuple[str, str] | None:

@@ -18,9 +18,7 @@ import logging
 import os
 import secrets
 import socket
-import threading
 import urllib.parse
-import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -870,28 +868,6 @@ class EscalationService:
                                detail=detail[:2000], late_seconds=late)
 
 
-# ---------------------------------------------------------------------- lookup from procedures
-# Procedures get a ProcedureContext, not the Core: they find the service of their core
-# through its audit log object (one per core, so tests with several cores stay apart).
-_services: dict[int, tuple[weakref.ref[Any], EscalationService]] = {}
-_services_lock = threading.Lock()
-
-
-def register_service(audit: object, service: EscalationService) -> None:
-    with _services_lock:
-        for key in [k for k, (ref, _) in _services.items() if ref() is None]:
-            del _services[key]
-        _services[id(audit)] = (weakref.ref(audit), service)
-
-
-def service_for(audit: object) -> EscalationService | None:
-    with _services_lock:
-        entry = _services.get(id(audit))
-    if entry is None or entry[0]() is not audit:
-        return None
-    return entry[1]
-
-
 # ---------------------------------------------------------------------- helpers
 @functools.lru_cache(maxsize=64)
 def _policy(snapshot: str) -> EscalationPolicy:
@@ -987,5 +963,4 @@ def build_escalation(core: Core) -> EscalationService:
     check_paging_settings(core.settings, policy)
     service = EscalationService(core.settings, policy, core.sessions, core.web)
     service.subscribe(core.events)
-    register_service(core.audit, service)
     return service

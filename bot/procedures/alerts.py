@@ -39,9 +39,7 @@ def _escape(text: str) -> str:
 
 
 def alerts(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
-    from bot.alerts.service import service_for  # the service imports procedures: import late
-
-    service = service_for(ctx.settings)
+    service = ctx.backends.alerts
     store = service.store if service is not None else _own_store(ctx.settings.database_url)
     groups = store.open_groups()
     if not groups:

@@ -18,7 +18,7 @@ from bot.context import ProcedureContext
 from bot.errors import UserError
 from bot.escalation.channels import PageFailed
 from bot.escalation.policy import format_duration
-from bot.escalation.service import EscalationService, service_for
+from bot.escalation.service import EscalationService
 from bot.escalation.timeline import timeline_markdown
 from bot.escalation.views import clock, mention, status_line
 from bot.registry import Param, Procedure, RiskClass
@@ -37,7 +37,7 @@ def escalation_id(text: str) -> str:
 
 
 def _service(ctx: ProcedureContext) -> EscalationService:
-    service = service_for(ctx.audit)
+    service = ctx.backends.escalation
     if service is None:
         raise UserError("Escalation is not running in this bot.", "It needs `aia-bot serve` or the console.")
     return service
