@@ -46,6 +46,9 @@ SLACK_BOT_SCOPES = {
     "usergroups:read",
     "im:write",
     "channels:read",
+    "channels:history",
+    "groups:history",
+    "im:history",
 }
 CLUSTER_SCOPED = {
     "Namespace",
@@ -425,12 +428,13 @@ def test_network_policy(base: list[Obj]) -> None:
     for rule in spec["ingress"]:
         assert [p["port"] for p in rule["ports"]] == [3000]
     egress_ports = {p["port"] for rule in spec["egress"] for p in rule.get("ports", [])}
-    assert {53, 443, 5432, 9090} <= egress_ports
+    assert {53, 443, 5432, 9090, 587} <= egress_ports
     for rule in spec["egress"]:
         assert rule.get("ports"), "egress rule without ports allows everything"
         for peer in rule.get("to", []):
             if peer.get("ipBlock", {}).get("cidr") == "0.0.0.0/0":
-                assert [p["port"] for p in rule["ports"]] == [443]
+                # Open to anywhere only for HTTPS (Slack has no fixed IPs) and SMTP submission.
+                assert {p["port"] for p in rule["ports"]} <= {443, 587, 465}
 
 
 # --- Slack app manifest ---------------------------------------------------------
