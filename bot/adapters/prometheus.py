@@ -31,6 +31,17 @@ def _prometheus_error(exc: PrometheusApiClientException) -> tuple[int | None, st
     return status, message
 
 
+def range_points(series: dict[str, Any]) -> list[tuple[float, float]]:
+    """(unix time, value) pairs of one range-query series; NaN-like strings are skipped."""
+    points = []
+    for t, v in series.get("values") or []:
+        try:
+            points.append((float(t), float(v)))
+        except (TypeError, ValueError):
+            continue
+    return points
+
+
 class PrometheusGateway:
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url

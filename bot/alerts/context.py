@@ -15,6 +15,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from bot.adapters.prometheus import range_points
 from bot.alerts.runbook import RunbookMap
 from bot.alerts.store import GroupView
 from bot.context import Backends
@@ -164,7 +165,7 @@ class ContextGatherer:
             pairs.append(("Series", f"{len(now)} (5 shown)"))
         result.add(Fields(pairs[:10]))
         history = prom.range(value_expr, 3600)
-        series = [(_series_label(s.get("metric") or {}), _points(s)) for s in history]
+        series = [(_series_label(s.get("metric") or {}), range_points(s)) for s in history]
         limit = _float(threshold) if op else None
         if limit is not None and series and series[0][1]:
             first, last = series[0][1][0][0], series[0][1][-1][0]
@@ -240,15 +241,6 @@ class ContextGatherer:
         result.add(Preformatted(shown or "(empty log)", filename=f"{name}.log",
                                 title=f"Last {lines} log lines of {name}"))
 
-
-def _points(series: dict[str, Any]) -> list[tuple[float, float]]:
-    points = []
-    for t, v in series.get("values") or []:
-        try:
-            points.append((float(t), float(v)))
-        except (TypeError, ValueError):
-            continue
-    return points
 
 
 def _float(text: str | None) -> float | None:

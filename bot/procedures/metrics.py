@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bot.adapters.prometheus import range_points
 from bot.context import ProcedureContext
 from bot.graphs import Plot, render_png
 from bot.registry import Param, Procedure, RiskClass
@@ -57,15 +58,6 @@ def _human(value: float, unit: str) -> str:
     return f"{value:.3g} {unit}"
 
 
-def _points(series: dict[str, Any]) -> list[tuple[float, float]]:
-    points = []
-    for t, v in series.get("values") or []:
-        try:
-            points.append((float(t), float(v)))
-        except (TypeError, ValueError):
-            continue
-    return points
-
 
 def metrics(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     window = args["range"]
@@ -82,7 +74,7 @@ def metrics(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
         else:
             pairs.append((label, _human(float(now[0]["value"][1]), unit)))
         history = prom.range(query, window)
-        plots.append(Plot(title=label, series=[(_label(s["metric"]), _points(s)) for s in history], unit=unit))
+        plots.append(Plot(title=label, series=[(_label(s["metric"]), range_points(s)) for s in history], unit=unit))
     result = Result(title=f"Key metrics · {ctx.settings.aia_namespace} · last {format_duration(window)}")
     result.add(Fields(pairs))
     result.add(Image(render_png(plots), filename="aia-key-metrics.png", title="Key metrics"))
@@ -109,7 +101,7 @@ def query(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
         result.add(Text(f"_{len(now)} series; showing 50._"))
     if rows and rows[0][0] != "(scalar)":
         history = prom.range(expression, window)
-        plot = Plot(title=expression[:90], series=[(_label(s["metric"]), _points(s)) for s in history])
+        plot = Plot(title=expression[:90], series=[(_label(s["metric"]), range_points(s)) for s in history])
         result.add(Image(render_png([plot]), filename="query.png", title=expression[:150]))
     return result
 
