@@ -5,13 +5,12 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import yaml
 
 from tests.harness.bot_process import free_port
+from tests.harness.prometheus import wait_ready
 
 RULES = Path(__file__).resolve().parents[2] / "manifests" / "prometheus" / "aia-rules.yaml"
 
@@ -64,17 +63,8 @@ class AlertmanagerProcess:
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "alertmanager.log", "wb"),  # noqa: SIM115
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError((self.dir / "alertmanager.log").read_text())
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("alertmanager did not become ready")
+        wait_ready(self.process, self.url, self.dir / "alertmanager.log", timeout)
+        return self
 
     def log(self) -> str:
         return (self.dir / "alertmanager.log").read_text(errors="replace")

@@ -29,6 +29,21 @@ groups:
 """
 
 
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
+    """Until `GET /-/ready` answers 200 (Prometheus and Alertmanager both have it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(log.read_text(errors="replace"))
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{log.stem} at {url} did not become ready")
+
+
 class AiaExporter:
     """Serves http_requests_total (with some 5xx), latency buckets and pod memory."""
 
@@ -96,17 +111,8 @@ class PrometheusProcess:
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "prometheus.log", "wb"),  # noqa: SIM115
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError((self.dir / "prometheus.log").read_text())
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("prometheus did not become ready")
+        wait_ready(self.process, self.url, self.dir / "prometheus.log", timeout)
+        return self
 
     def wait_for(self, query: str, timeout: float = 30) -> list[dict]:
         deadline = time.monotonic() + timeout
