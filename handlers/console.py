@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bot.approvals.service import ApprovalStoreUnavailable
 from bot.context import Caller
 from bot.core import Core, build_core
 from bot.results import Action
@@ -189,7 +190,11 @@ class Console:
     def _decide(self, decision: str, request_id: str, ts: str) -> None:
         assert self.core.approvals is not None
         caller = Caller(user_id=self.user.user_id, team_id=SANDBOX_TEAM, channel_id=SANDBOX_CHANNEL)
-        outcome = self.core.approvals.decide(request_id, decision, caller, ts)
+        try:
+            outcome = self.core.approvals.decide(request_id, decision, caller, ts)
+        except ApprovalStoreUnavailable:
+            self.out("The bot's database is unreachable; nothing was decided and nothing was run.")
+            return
         self.out(outcome.message)
         if outcome.executed is not None:
             rendered, _ = render_text(outcome.executed)

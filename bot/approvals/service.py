@@ -14,7 +14,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,13 +77,6 @@ class Decision:
     accepted: bool
     executed: Result | None = None
     card_changed: bool = False
-
-
-@dataclass
-class _Pending:
-    """Arguments kept with a request so execution uses exactly what was approved."""
-
-    args: dict[str, Any] = field(default_factory=dict)
 
 
 def _now() -> datetime:
@@ -167,6 +160,16 @@ class ApprovalService:
             return _SqliteTransaction(self.sessions, self._sqlite_lock)
         return _Transaction(self.sessions)
 
+    def _profile(self, user_id: str) -> SlackUser | None:
+        """users.info, or None when Slack cannot say (then the rule refuses, never guesses)."""
+        if self.directory is None:
+            return None
+        try:
+            return self.directory(user_id)
+        except Exception as exc:  # noqa: BLE001 - any Slack failure means "unknown person"
+            log.warning("users.info for %s failed: %s", user_id, type(exc).__name__)
+            return None
+
     def required_for(self, proc: Procedure) -> int:
         return max(1, proc.approvals, int(self.required_overrides.get(proc.name, 1)))
 
@@ -175,7 +178,11 @@ class ApprovalService:
                 ) -> ApprovalView:
         assert proc.plan is not None, f"{proc.name} has no plan"
         plan = proc.plan(self._ctx(caller, role), args)
-        requester = self.directory(caller.user_id) if self.directory else None
+        requester = self._profile(caller.user_id)
+        if self.directory is not None and (requester is None or not requester.email):
+            # Without the requester's email, no approver could be told apart from them.
+            raise UserError("Could not read your Slack profile email, so no second person could be checked "
+                            "against you; nothing was requested. Try again in a minute.")
         now = _now()
         snapshot = {**plan.snapshot, "_summary": plan.summary, "_warning": plan.warning}
         row = ApprovalRequest(
@@ -271,7 +278,7 @@ class ApprovalService:
             return self._refuse(clicker, request_id, decision, "This request belongs to another workspace.")
         # Read fresh, not from the group cache: losing the role must count at once.
         role = self.roles.role_of(clicker.user_id, fresh=True)
-        person = self.directory(clicker.user_id) if (self.directory and decision == "approve") else None
+        person = self._profile(clicker.user_id) if decision == "approve" else None
         with self._locked() as session:
             row = session.execute(
                 select(ApprovalRequest).where(ApprovalRequest.id == request_id).with_for_update()

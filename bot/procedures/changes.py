@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,9 +90,6 @@ def _deployment_of(ctx: ProcedureContext, colour: str) -> str:
     return ctx.settings.aia_deployment_blue if colour == "blue" else ctx.settings.aia_deployment_green
 
 
-def _managed_deployment(ctx: ProcedureContext, name: str) -> Obj:
-    return ctx.kube.deployment(name)
-
 
 def rollout_followup(ctx: ProcedureContext, name: str, timeout: float | None = None) -> Iterator[Result]:
     """Rollout progress until done, failed or timed out (kubectl rollout status, watched)."""
@@ -131,7 +128,7 @@ def _two_step(proc_plan: Any, proc_execute: Any) -> Any:
 
 def plan_scale(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
     name, replicas = args["deployment"], args["replicas"]
-    dep = _managed_deployment(ctx, name)
+    dep = ctx.kube.deployment(name)
     after = ctx.kube.scale_deployment(name, replicas, dry_run=True)
     current = (dep.get("spec") or {}).get("replicas")
     warning = None
@@ -203,7 +200,7 @@ def _restart_patch() -> Obj:
 
 def plan_restart(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
     name = args["deployment"]
-    dep = _managed_deployment(ctx, name)
+    dep = ctx.kube.deployment(name)
     after = ctx.kube.patch_deployment(name, _restart_patch(), dry_run=True)
     return Plan(f"deployment/{name}", _dep_snapshot(dep), _diff(dep, after, name=name),
                 f"Rolling restart of `{name}` ({(dep.get('spec') or {}).get('replicas')} replicas)")
@@ -239,7 +236,7 @@ def _split_image(ctx: ProcedureContext, dep: Obj, spec: str) -> tuple[str, str]:
 
 def plan_set_image(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
     name = args["deployment"]
-    dep = _managed_deployment(ctx, name)
+    dep = ctx.kube.deployment(name)
     container, image = _split_image(ctx, dep, args["image"])
     patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
     after = ctx.kube.patch_deployment(name, patch, dry_run=True)
@@ -297,7 +294,7 @@ def _rollback_template(ctx: ProcedureContext, args: dict[str, Any], dep: Obj) ->
 
 def plan_rollback(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
     name = args["deployment"]
-    dep = _managed_deployment(ctx, name)
+    dep = ctx.kube.deployment(name)
     current, wanted, template = _rollback_template(ctx, args, dep)
     after = ctx.kube.patch_deployment(name, {"spec": {"template": template}}, dry_run=True)
     snapshot = {**_dep_snapshot(dep), "revision": current, "to": wanted}
@@ -460,11 +457,6 @@ def execute_bluegreen_cleanup(ctx: ProcedureContext, args: dict[str, Any], plan:
 
 # -- config map ---------------------------------------------------------------------
 
-def _safe_keys(ctx_or_settings: Any) -> set[str]:
-    settings = getattr(ctx_or_settings, "settings", ctx_or_settings)
-    return {k.strip() for k in settings.aia_safe_config_keys.split(",") if k.strip()}
-
-
 def _plan_config(ctx: ProcedureContext, pairs: dict[str, str], summary: str) -> Plan:
     name = ctx.settings.aia_config_map
     cm = ctx.kube.config_map(name)
@@ -570,13 +562,9 @@ def cleanup_evicted(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 DEPLOYMENT = Param("deployment", "positional", "deployment name", metavar="DEPLOYMENT", required=True, convert=k8s_name)
 
 
-def _rest_pairs(text: str) -> dict[str, str]:
-    return config_pairs(text)
-
-
-def _config_risk(settings_keys: Any) -> Any:
+def _config_risk(safe_keys: set[str]) -> Callable[[dict[str, Any]], RiskClass]:
     def risk(args: dict[str, Any]) -> RiskClass:
-        return RiskClass.WRITE if set(args.get("pairs") or {}) <= settings_keys() else RiskClass.DESTRUCTIVE
+        return RiskClass.WRITE if set(args.get("pairs") or {}) <= safe_keys else RiskClass.DESTRUCTIVE
 
     return risk
 
@@ -667,9 +655,9 @@ def build(safe_keys: set[str]) -> list[Procedure]:
             name="config set", summary="Change config map keys, then restart (safe keys need no approval)",
             risk=RiskClass.WRITE, runbook=(SECTION_CONFIG,), run=_two_step(plan_config_set, execute_config_set),
             plan=plan_config_set, execute=execute_config_set,
-            risk_for=_config_risk(lambda: safe_keys),
+            risk_for=_config_risk(safe_keys),
             params=(Param("pairs", "rest", "KEY=VALUE pairs", metavar="KEY=VALUE [KEY=VALUE...]", required=True,
-                          convert=_rest_pairs), BREAK_GLASS),
+                          convert=config_pairs), BREAK_GLASS),
             examples=("/aia config set LOG_LEVEL=DEBUG",),
         ),
         Procedure(

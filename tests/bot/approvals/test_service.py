@@ -46,3 +46,21 @@ def test_sweep_expires_and_keeps_the_audit_chain(core) -> None:  # type: ignore[
     assert core.approvals.sweep() == [outcome.approval.id]
     assert core.approvals.get(outcome.approval.id).status == "expired"
     assert core.audit.verify() == []
+
+
+def test_slack_profile_unreadable_refuses_and_runs_nothing(core, kube, slack) -> None:  # type: ignore[no-untyped-def]
+    outcome = run_as(core, "operator", "scale aia-api-green 0")
+    core.approvals.attach_card(outcome.approval.id, CHANNEL_ID, TS)
+    slack.fail("users.info", status=500, times=10)
+    decision = core.approvals.decide(outcome.approval.id, "approve",
+                                     Caller(SLACK_USERS["approver"].user_id, TEAM_ID, CHANNEL_ID), TS)
+    assert not decision.accepted and "Could not read your Slack profile" in decision.message
+    assert not [r for r in _writes(kube) if r.path.endswith("/scale")]
+    assert core.approvals.get(outcome.approval.id).status == "pending"
+
+
+def test_request_needs_the_requesters_profile(core, kube, slack) -> None:  # type: ignore[no-untyped-def]
+    slack.fail("users.info", status=500, times=10)
+    outcome = run_as(core, "operator", "scale aia-api-green 0")
+    assert outcome.kind is OutcomeKind.USER_ERROR and "profile email" in outcome.message
+    assert "Traceback" not in outcome.message
