@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -110,6 +111,29 @@ def claim_and_send_times(url: str) -> tuple[list[float], list[float]]:
     return [float(r[0]) for r in rows if r[0] is not None], [float(r[1]) for r in rows if r[1] is not None]
 
 
+def dump_steps(path: Path, url: str, dues: dict[str, float], arrived: dict[str, float], origin: float) -> None:
+    """Per step, seconds from the first due time: due, claimed, marked sent, arrived at the webhook."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT escalation_id, extract(epoch FROM min(created_at)), extract(epoch FROM max(sent_at)),"
+            " min(claimed_by), max(sent_by) FROM escalation_deliveries WHERE key LIKE 's1:%' GROUP BY escalation_id"
+        ).fetchall()
+    with path.open("w") as out:
+        for esc_id, claimed, sent, claimed_by, sent_by in rows:
+            def rel(t: object) -> float | None:
+                return round(float(t) - origin, 4) if t is not None else None  # type: ignore[arg-type]
+            out.write(json.dumps({"id": esc_id, "due": rel(dues.get(esc_id)), "claimed": rel(claimed),
+                                  "sent": rel(sent), "arrived": rel(arrived.get(esc_id)),
+                                  "claimed_by": claimed_by, "sent_by": sent_by}) + "\n")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
 def fired_by(url: str) -> dict[str, str]:
     with psycopg.connect(url) as conn:
         return {r[0]: r[1] or "" for r in conn.execute("SELECT id, fired_by FROM escalations")}
@@ -125,6 +149,8 @@ def main() -> int:
     parser.add_argument("--poll", type=float, default=2.0, help="AIA_ESCALATION_POLL_SECONDS")
     parser.add_argument("--workers", type=int, default=None, help="AIA_ESCALATION_WORKERS (default: the setting's)")
     parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="write one JSON line per step (due, claimed, sent, arrived, replica) for analysis")
     args = parser.parse_args()
 
     slack = FakeSlackServer(team_id="T0AIA").start()
@@ -219,7 +245,19 @@ def main() -> int:
             "worst_lateness_due_near_the_kill_s": round(max(around), 2) if around else None,
             "p99_other_steps_ms": round(percentile(others, 99) * 1000, 1) if others else None,
         })
+    # Where the CPU went: the surviving replicas, and this process (the local Slack server and
+    # the webhook receiver, which stand in for Slack and PagerDuty).
+    survivors = [r.process for r in (replicas[1:] if killed_pid else replicas) if r.process is not None]
+    replica_cpu = sum(cpu_seconds(p.pid) for p in survivors)
+    bench_cpu = sum(os.times()[:2])
+    result.update({
+        "cpu_s_surviving_replicas": round(replica_cpu, 1),
+        "cpu_s_slack_and_webhook_servers": round(bench_cpu, 1),
+        "load_average_1m_at_end": os.getloadavg()[0],
+    })
     print(json.dumps(result, indent=2))
+    if args.dump is not None:
+        dump_steps(args.dump, url, dues, first_seen, first_due.timestamp())
     for replica in replicas[1:] if killed_pid else replicas:
         replica.stop()
     slack.stop()

@@ -4,17 +4,21 @@ Each replica has its own BackgroundScheduler with an in-memory job store (the
 APScheduler FAQ: a job store must never be shared between schedulers). Two kinds
 of jobs:
 
-- one ``date`` job per due step, ``fire(id, version)`` at the due time. The
-  replica that fired the previous step schedules the next one at once; the
+- one ``date`` job per due step at its due time. The job only hands the step to
+  this replica's claimer thread, which claims every step handed to it meanwhile
+  in one transaction (``fire_many``) and sends each claim on the paging threads.
+  The replica that fired the previous step schedules the next one at once; the
   others learn of it from
 - the ``poll`` job, every AIA_ESCALATION_POLL_SECONDS: it beats this replica's
-  heartbeat, reads the steps due soon and schedules them locally. So every live
-  replica holds a timer for every due step: the step's first-choice replica (a
-  stable hash over the live replicas) at the due time, the others 0.5 s later as
-  a backup. Whichever runs first claims the row; the others find a newer version
-  and do nothing. A replica that died holding timers is therefore covered by the
-  others at most 0.5 s late, and after a restart the overdue steps are scheduled
-  at once.
+  heartbeat, reads the steps due soon and schedules locally the ones this
+  replica is first choice for (a stable hash over the live replicas) at their
+  due time, and those it is second choice for TAKEOVER_SECONDS later as a
+  backup: each step has two timers in the whole deployment, not one per
+  replica, and a first choice that died is covered within half a second. Every
+  replica also schedules, at once, any step already overdue by more than
+  TAKEOVER_SECONDS (both choices dead, or behind). Whoever claims first wins;
+  the others find a newer version and do nothing. After a restart the overdue
+  steps are scheduled at once.
 - the ``retry`` job sends email/webhook pages whose retry time came, and pages
   whose claim holder died (lease over).
 """
@@ -22,6 +26,7 @@ of jobs:
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -34,8 +39,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from bot.escalation.service import EscalationService
 
 log = logging.getLogger(__name__)
-# How much later than the first-choice replica the other replicas try a due step.
+# The second-choice replica tries a step this much after its due time; a step overdue by
+# more than this is tried by every replica's poll.
 TAKEOVER_SECONDS = 0.5
+# Most steps one claiming transaction takes at once.
+CLAIM_BATCH = 200
 
 
 class EscalationScheduler:
@@ -58,6 +66,9 @@ class EscalationScheduler:
         # asking APScheduler (which builds a job to refuse it) would cost more than the timer.
         self._known: set[str] = set()
         self._known_lock = threading.Lock()
+        # Steps whose timer went off, waiting for the claimer thread (None: stop).
+        self._due: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
+        self._claimer = threading.Thread(target=self._claim_loop, name="aia-escalation-claimer", daemon=True)
 
     def start(self) -> None:
         self.service.schedule_hook = self.schedule
@@ -65,6 +76,7 @@ class EscalationScheduler:
             self.service.heartbeat()
         except Exception as exc:  # noqa: BLE001 - the poll beats again shortly
             log.warning("escalation heartbeat failed: %s", type(exc).__name__)
+        self._claimer.start()
         self.scheduler.start()
         now = datetime.now(UTC)
         self.scheduler.add_job(self.poll, "interval", seconds=self.poll_seconds, id="poll", next_run_time=now,
@@ -75,6 +87,7 @@ class EscalationScheduler:
     def stop(self) -> None:
         self.service.schedule_hook = None
         self.scheduler.shutdown(wait=False)
+        self._due.put(None)
         self.service.close()
 
     def schedule(self, escalation_id: str, version: int, at: datetime) -> None:
@@ -93,12 +106,38 @@ class EscalationScheduler:
             pass
 
     def _fire(self, escalation_id: str, version: int) -> None:
+        """The step's timer: hand the step to the claimer and return at once.
+
+        Returning at once matters: APScheduler skips a job whose previous run with the same
+        id is still going ("maximum number of running instances"), and a step tried again
+        shortly reuses its id.
+        """
         with self._known_lock:
             self._known.discard(f"{escalation_id}:{version}")
-        try:
-            self.service.fire(escalation_id, version)
-        except Exception:  # noqa: BLE001 - a database hiccup must not kill the job thread; the poll retries
-            log.exception("escalation %s: firing version %s failed; the next poll retries", escalation_id, version)
+        self._due.put((escalation_id, version))
+
+    def _claim_loop(self) -> None:
+        """Claims the steps whose timers went off, in batches: whatever came due while the
+        previous batch was in the database goes into the next, so a burst costs a few
+        transactions instead of one per step."""
+        while True:
+            first = self._due.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < CLAIM_BATCH:
+                try:
+                    step = self._due.get_nowait()
+                except queue.Empty:
+                    break
+                if step is None:
+                    self._due.put(None)  # stop after this batch
+                    break
+                batch.append(step)
+            try:
+                self.service.fire_many(batch)
+            except Exception:  # noqa: BLE001 - a database hiccup must not kill the claimer; the poll retries
+                log.exception("escalation: claiming %d due steps failed; the next poll retries", len(batch))
 
     def poll(self) -> None:
         try:
@@ -109,22 +148,30 @@ class EscalationScheduler:
             log.warning("escalation poll failed: %s", type(exc).__name__)
             return
         me = self.service.replica
+        overdue = self.service.clock() - timedelta(seconds=TAKEOVER_SECONDS)
         for escalation_id, version, at in due:
-            self.schedule(escalation_id, version, at + timedelta(seconds=self._backup_delay(escalation_id, me, live)))
+            choice = self._choice(escalation_id, me, live)
+            if choice == 0:
+                self.schedule(escalation_id, version, at)
+            elif choice == 1:
+                self.schedule(escalation_id, version, at + timedelta(seconds=TAKEOVER_SECONDS))
+            elif at <= overdue:
+                self.schedule(escalation_id, version, at)
 
     @staticmethod
-    def _backup_delay(escalation_id: str, me: str, live: list[str]) -> float:
-        """0 for the step's first-choice replica; TAKEOVER_SECONDS for the others.
+    def _choice(escalation_id: str, me: str, live: list[str]) -> int:
+        """0 if this replica is the step's first choice, 1 if second, 2 otherwise.
 
-        The first choice is a stable hash of the escalation over the live replicas, so
-        each step is normally attempted once instead of once per replica; the others
-        hold a backup timer slightly later, which finds the step fired and does nothing
-        unless the first choice died.
+        A stable hash of the escalation over the live replicas picks the first choice, the
+        next replica in the list is the second: the steps spread evenly, each is normally
+        tried once, and the backup covers a first choice that died within TAKEOVER_SECONDS,
+        long before its heartbeat is missed. A replica that does not see itself among the
+        live ones (its heartbeat failed) holds every timer rather than none.
         """
         if me not in live:
-            return 0.0
-        first = live[zlib.crc32(escalation_id.encode()) % len(live)]
-        return 0.0 if first == me else TAKEOVER_SECONDS
+            return 0
+        first = zlib.crc32(escalation_id.encode()) % len(live)
+        return min(2, (live.index(me) - first) % len(live))
 
     def retry(self) -> None:
         try:

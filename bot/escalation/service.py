@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -96,6 +97,25 @@ class Claim:
     # Loaded in the claiming transaction, so sending needs no further reads.
     row: Escalation | None = None
     pages: tuple[EscalationDelivery, ...] = ()
+    # Monotonic time until which nobody can have taken these pages over (lease end); the
+    # sender re-checks its claim only after that.
+    lease_end: float = 0.0
+
+
+@dataclass
+class _PreparedClaim:
+    """A claim whose pages are added to the session but not flushed yet."""
+
+    row: Escalation
+    token: str
+    pages: list[EscalationDelivery]
+    version: int
+    next_due_at: datetime | None
+    lease_end: float
+
+    def done(self) -> Claim:
+        return Claim(self.row.id, self.token, [p.id for p in self.pages], self.version, self.next_due_at,
+                     self.row, tuple(self.pages), self.lease_end)
 
 
 @dataclass(frozen=True)
@@ -128,6 +148,8 @@ class EscalationService:
         # Set by the scheduler: "run fire(id, version) at this time in this process".
         self.schedule_hook: Callable[[str, int, datetime], None] | None = None
         self._pool = ThreadPoolExecutor(settings.aia_escalation_workers, thread_name_prefix="aia-page")
+        # Monotonic time of the last heartbeat this replica committed (-inf: none yet).
+        self._beat_at = float("-inf")
 
     # ------------------------------------------------------------------ wiring
     def subscribe(self, events: EventBus) -> None:
@@ -243,63 +265,143 @@ class EscalationService:
 
     # ------------------------------------------------------------------ timers
     def fire(self, escalation_id: str, version: int) -> str:
-        """Timer entry point: page the due step if this version is still current.
+        """Page the due step if this version is still current, and send it on this thread.
 
         Returns ``fired``, ``stale`` (someone else fired it, or it was acknowledged,
-        snoozed, resolved) or ``later`` (not due yet, or the previous step's thread
-        message is still being posted: tried again shortly).
+        snoozed, resolved) or ``later`` (not due yet, locked by another replica's claim at
+        this moment, or the previous step's thread message is still being posted: tried
+        again shortly).
         """
-        outcome, claim = self._claim_due(escalation_id, version)
+        outcome, claim = self._claim_due_many([(escalation_id, version)])[(escalation_id, version)]
         if outcome == "later":
             self._schedule(escalation_id, version, self.clock() + timedelta(seconds=0.5))
         if claim is None:
             return outcome
-        self.send_claimed(claim)
-        if claim.next_due_at is not None:
-            self._schedule(escalation_id, claim.version, claim.next_due_at)
-        if claim.row is None or claim.row.card_ts:
-            self.refresh_card(escalation_id)
+        self._send_and_schedule(claim)
         return "fired"
+
+    def fire_many(self, steps: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """Timer entry point: claim every due step of the batch in one transaction.
+
+        Under load the timers of many steps come due together; one transaction (one commit)
+        for all of them, instead of one per step, is what lets a replica keep up. Each claim
+        is then sent on the paging threads, so a slow Slack or webhook delays no other claim.
+        """
+        claimed = self._claim_due_many(steps)
+        retry_at = self.clock() + timedelta(seconds=0.5)
+        outcomes: dict[tuple[str, int], str] = {}
+        for (escalation_id, version), (outcome, claim) in claimed.items():
+            outcomes[(escalation_id, version)] = outcome
+            if outcome == "later":
+                self._schedule(escalation_id, version, retry_at)
+            if claim is not None:
+                self.background(self._send_and_schedule, claim)
+        return outcomes
 
     def _schedule(self, escalation_id: str, version: int, at: datetime) -> None:
         if self.schedule_hook is not None:
             self.schedule_hook(escalation_id, version, at)
 
-    def _claim_due(self, escalation_id: str, version: int) -> tuple[str, Claim | None]:
+    def _claim_due_many(self, steps: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[str, Claim | None]]:
         now = self.clock()
+        results: dict[tuple[str, int], tuple[str, Claim | None]] = {}
+        wanted = sorted(set(steps))
+        if not wanted:
+            return results
         with self.sessions.begin() as session:
-            row = session.get(Escalation, escalation_id)
-            if row is None or row.version != version or row.status not in FIRING or row.next_level is None:
-                return "stale", None
-            due = aware(row.next_due_at)
-            if due is None:
-                return "stale", None
-            if due > now:
-                return "later", None
-            if row.step_seq > 0 and self._thread_busy(session, escalation_id, now):
-                return "later", None
-            claim = self._claim(session, row, row.next_level, due, now, row.next_reason or "timer", BOT_ACTOR, FIRING)
-            return ("fired", claim) if claim else ("stale", None)
+            # A plain read sorts out the stale timers (backups of steps already fired, old
+            # versions) without locking their rows.
+            current = {
+                r.id: r for r in session.execute(
+                    select(Escalation.id, Escalation.version, Escalation.status, Escalation.next_level,
+                           Escalation.next_due_at, Escalation.step_seq)
+                    .where(Escalation.id.in_({esc_id for esc_id, _ in wanted}))
+                ).all()
+            }
+            candidates: list[tuple[str, int]] = []
+            for esc_id, version in wanted:
+                row = current.get(esc_id)
+                due = aware(row.next_due_at) if row is not None else None
+                if row is None or row.version != version or row.status not in FIRING or row.next_level is None or due is None:
+                    results[(esc_id, version)] = ("stale", None)
+                elif due > now:
+                    results[(esc_id, version)] = ("later", None)
+                else:
+                    candidates.append((esc_id, version))
+            busy = self._threads_busy(
+                session, [esc_id for esc_id, _ in candidates if current[esc_id].step_seq > 0], now
+            )
+            for step in [c for c in candidates if c[0] in busy]:
+                results[step] = ("later", None)
+            candidates = [c for c in candidates if c[0] not in busy]
+            if not candidates:
+                return results
+            # Lock the rows still at the version the timers were set for. SKIP LOCKED: a row
+            # another replica is claiming (or a person acknowledging) right now is tried again
+            # shortly, and then found fired; nobody waits on anybody.
+            locked = session.execute(
+                select(Escalation)
+                .where(tuple_(Escalation.id, Escalation.version).in_(candidates),
+                       Escalation.status.in_(FIRING), Escalation.next_due_at <= now)
+                .order_by(Escalation.id)
+                .with_for_update(skip_locked=True)
+            ).scalars().all()
+            by_id = {row.id: row for row in locked}
+            prepared: list[tuple[tuple[str, int], _PreparedClaim]] = []
+            for step in candidates:
+                held = by_id.get(step[0])
+                if held is None:
+                    results[step] = ("later", None)
+                    continue
+                due = aware(held.next_due_at)
+                assert due is not None and held.next_level is not None
+                claim = self._claim_rows(session, held, held.next_level, due, now, held.next_reason or "timer",
+                                         BOT_ACTOR, FIRING)
+                if claim is None:
+                    results[step] = ("stale", None)
+                else:
+                    prepared.append((step, claim))
+            # One flush inserts every claimed step's pages and events (batched statements).
+            session.flush()
+            for step, claim in prepared:
+                results[step] = ("fired", claim.done())
+        return results
 
-    @staticmethod
-    def _thread_busy(session: Session, escalation_id: str, now: datetime) -> bool:
-        # Steps that fire back to back (catching up after a restart) keep their order in
-        # the thread: the next waits until the previous step's thread message is out.
-        busy = session.execute(
-            select(EscalationDelivery.id).where(
-                EscalationDelivery.escalation_id == escalation_id,
+    def _threads_busy(self, session: Session, escalation_ids: list[str], now: datetime) -> set[str]:
+        """Escalations whose previous step's thread message is still being posted.
+
+        Steps that fire back to back (catching up after a restart) keep their order in
+        the thread: the next waits until the previous step's thread message is out.
+        """
+        if not escalation_ids:
+            return set()
+        return set(session.execute(
+            select(EscalationDelivery.escalation_id).where(
+                EscalationDelivery.escalation_id.in_(escalation_ids),
                 EscalationDelivery.kind == "slack_thread",
                 EscalationDelivery.status == "sending",
                 EscalationDelivery.claimed_until > now,
-            ).limit(1)
-        ).first()
-        return busy is not None
+            ).distinct()
+        ).scalars())
 
     def _claim(
         self, session: Session, row: Escalation, level: int, due: datetime, now: datetime,
         reason: str, actor: str, allowed: tuple[str, ...],
     ) -> Claim | None:
-        """Compare-and-set the row to "level paged"; insert the step's pages, claimed by us."""
+        prepared = self._claim_rows(session, row, level, due, now, reason, actor, allowed)
+        if prepared is None:
+            return None
+        session.flush()
+        return prepared.done()
+
+    def _claim_rows(
+        self, session: Session, row: Escalation, level: int, due: datetime, now: datetime,
+        reason: str, actor: str, allowed: tuple[str, ...],
+    ) -> _PreparedClaim | None:
+        """Compare-and-set the row to "level paged"; add the step's pages, claimed by us.
+
+        The pages get their ids at the caller's flush, so a batch of claims inserts in one go.
+        """
         policy = _policy(row.policy)
         level = max(1, min(level, len(policy.levels)))
         next_level, next_cycle, next_due = _plan_after(policy, level, row.cycle, due)
@@ -323,8 +425,8 @@ class EscalationService:
         session.add_all(pages)
         detail = _paged_detail(policy, level, reason)
         session.add(self._event(row.id, "paged", actor, level, detail, late if late >= self._late_after() else None))
-        session.flush()
-        return Claim(row.id, token, [p.id for p in pages], expected + 1, next_due, row, tuple(pages))
+        lease_end = time.monotonic() + self.settings.aia_escalation_lease_seconds
+        return _PreparedClaim(row, token, pages, expected + 1, next_due, lease_end)
 
     def _late_after(self) -> float:
         return self.settings.aia_escalation_late_seconds
@@ -389,7 +491,8 @@ class EscalationService:
         # Slack and webhook pages first, recorded together in one transaction; emails
         # last, each on its own, so a slow SMTP server delays nothing else.
         sent: list[int] = []
-        mine = self._still_mine([d.id for d in claim.pages], claim.token)
+        ids = [d.id for d in claim.pages]
+        mine = set(ids) if self._surely_still_mine(claim) else self._still_mine(ids, claim.token)
         for delivery in [d for d in claim.pages if d.kind != "email" and d.id in mine]:
             try:
                 if self._attempt(claim.row, delivery, claim.token, recovering=False):
@@ -435,6 +538,15 @@ class EscalationService:
         if delivery is None or row is None or delivery.claim_token != token:
             return
         self._send_loaded(row, delivery, token, recovering)
+
+    def _surely_still_mine(self, claim: Claim) -> bool:
+        """Whether no other replica can have taken this claim over yet, without asking the database.
+
+        Others take pages over when the lease ends or when this replica's heartbeat is older
+        than ``dead_after``; a second of margin covers clock differences between nodes.
+        """
+        now = time.monotonic()
+        return now < claim.lease_end - 1.0 and now < self._beat_at + self.dead_after - 1.0
 
     def _still_mine(self, delivery_ids: list[int], token: str) -> set[int]:
         """Fencing: which of these pages this claim still holds. A replica taken for dead
@@ -559,6 +671,7 @@ class EscalationService:
 
     def heartbeat(self) -> None:
         """Say this replica is alive; pages held by replicas that stopped saying so are taken over."""
+        beat_started = time.monotonic()
         now = self.clock()
         with self.sessions.begin() as session:
             updated = session.execute(
@@ -569,6 +682,7 @@ class EscalationService:
                 session.add(EscalationReplica(id=self.replica, seen_at=now))
             # Forget replicas gone for a day, so the table stays small.
             session.execute(delete(EscalationReplica).where(EscalationReplica.seen_at < now - timedelta(days=1)))
+        self._beat_at = beat_started
 
     def _recoverable(self, now: datetime) -> Any:
         """Pages to (re)send now: retry time came, lease over, or holder stopped beating."""
@@ -690,7 +804,8 @@ class EscalationService:
         self.send_claimed(claim)
         if claim.next_due_at is not None:
             self._schedule(claim.escalation_id, claim.version, claim.next_due_at)
-        self.refresh_card(claim.escalation_id)
+        if claim.row is None or claim.row.card_ts:
+            self.refresh_card(claim.escalation_id)
 
     def refresh_card_later(self, escalation_id: str) -> None:
         self.background(self.refresh_card, escalation_id)

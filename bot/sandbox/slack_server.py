@@ -456,6 +456,9 @@ def _opt_str(value: object) -> str | None:
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog of 5 drops connections under a burst, and the
+    # client's SYN retry then adds a whole second: Slack does not do that to its clients.
+    request_queue_size = 256
     fake: FakeSlackServer
 
 

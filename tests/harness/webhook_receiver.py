@@ -28,6 +28,13 @@ class WebhookEvent:
         return dict((self.body.get("payload") or {}).get("custom_details") or {})
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default listen backlog of 5 drops connections in a burst of pages, and the sender's
+    # SYN retry then adds a second that PagerDuty would not.
+    request_queue_size = 256
+
+
 class WebhookReceiver:
     def __init__(self) -> None:
         self.events: list[WebhookEvent] = []
@@ -53,8 +60,7 @@ class WebhookReceiver:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
