@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bot.errors import BackendUnavailable, ConfigurationError, UserError
+from bot.escalation.channels import PageFailed
 from bot.settings import load_config_file, load_settings
+
+if TYPE_CHECKING:
+    from bot.core import Core
 
 
 def run_check(out: Callable[[str], None] = print) -> int:
     failures = 0
 
     def line(mark: str, what: str, detail: str) -> None:
-        out(f"{mark:4} {what:<14} {detail}")
+        out(f"{mark:4} {what:<15} {detail}")
 
     try:
         settings = load_settings()
@@ -67,5 +72,32 @@ def run_check(out: Callable[[str], None] = print) -> int:
             failures += 1
     else:
         line("warn", "prometheus", "PROMETHEUS_URL not set: /aia metrics and /aia query are unavailable")
+    failures += _check_paging(core, line)
     out("all configured backends answer" if not failures else f"{failures} problem(s)")
     return 0 if not failures else 1
+
+
+def _check_paging(core: Core, line: Callable[[str, str, str], None]) -> int:
+    """SMTP and the paging webhook, as the escalation policy uses them; nothing is sent."""
+    service = core.escalation
+    policy = service.policy if service is not None else None
+    if service is None or policy is None:
+        line("warn", "escalation", "no escalation policy in AIA_BOT_CONFIG: nobody is paged")
+        return 0
+    line("ok", "escalation", f"{len(policy.levels)} levels")
+    failures = 0
+    wants_email = any(level.email for level in policy.levels)
+    if wants_email or service.email.config is not None:
+        try:
+            line("ok", "smtp", service.email.check())
+        except PageFailed as exc:
+            line("FAIL", "smtp", exc.message)
+            failures += 1
+    for url in sorted({level.webhook for level in policy.levels if level.webhook}):
+        try:
+            detail = service.webhook.check(url)
+            line("warn" if "not set" in detail else "ok", "paging webhook", detail)
+        except PageFailed as exc:
+            line("FAIL", "paging webhook", exc.message)
+            failures += 1
+    return failures

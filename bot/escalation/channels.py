@@ -14,6 +14,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -184,6 +185,19 @@ class EmailPager:
         for name, value in headers.items():
             message[name] = value
         message.set_content(body)
+        self._session(config, lambda smtp: smtp.send_message(message), to)
+
+    def check(self) -> str:
+        """Connect, STARTTLS and log in as a page would, send nothing: for `aia-bot check`."""
+        config = self.config
+        if config is None:
+            raise PageFailed("SMTP_HOST is not set", retry=False)
+        self._session(config, lambda smtp: smtp.noop(), "")
+        return (f"{config.host}:{config.port}" + (", STARTTLS" if config.starttls else ", no TLS")
+                + (", login accepted" if config.username else ", no login"))
+
+    @staticmethod
+    def _session(config: SmtpConfig, work: Callable[[smtplib.SMTP], object], to: str) -> None:
         try:
             with smtplib.SMTP(config.host, config.port, timeout=config.timeout) as smtp:
                 smtp.ehlo()
@@ -193,7 +207,7 @@ class EmailPager:
                     smtp.ehlo()
                 if config.username:
                     smtp.login(config.username, config.password or "")
-                smtp.send_message(message)
+                work(smtp)
         except smtplib.SMTPAuthenticationError as exc:
             raise PageFailed(f"email: SMTP login refused ({exc.smtp_code})", retry=False) from None
         except smtplib.SMTPRecipientsRefused:
@@ -255,3 +269,22 @@ class WebhookPager:
             reason = getattr(exc, "reason", exc)
             text = redact(str(reason))[:120]
             raise PageFailed(f"webhook {host} unreachable ({text})") from None
+
+    def check(self, url: str) -> str:
+        """Whether the paging webhook's server can be reached (TCP, and TLS for https).
+
+        Sends no event: a test trigger would open a real incident and call someone.
+        """
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((host, port), timeout=self.timeout) as sock:
+                if parts.scheme == "https":
+                    with ssl.create_default_context().wrap_socket(sock, server_hostname=host):
+                        pass
+        except (OSError, ssl.SSLError) as exc:
+            raise PageFailed(f"webhook {parts.netloc} unreachable ({_short_reason(exc)})") from None
+        if not self.routing_key:
+            return f"{parts.netloc} reachable, but AIA_PAGING_ROUTING_KEY is not set"
+        return f"{parts.netloc} reachable ({parts.scheme.upper()})"

@@ -151,12 +151,10 @@ class EscalationScheduler:
         overdue = self.service.clock() - timedelta(seconds=TAKEOVER_SECONDS)
         for escalation_id, version, at in due:
             choice = self._choice(escalation_id, me, live)
-            if choice == 0:
+            if choice == 0 or at <= overdue:
                 self.schedule(escalation_id, version, at)
             elif choice == 1:
                 self.schedule(escalation_id, version, at + timedelta(seconds=TAKEOVER_SECONDS))
-            elif at <= overdue:
-                self.schedule(escalation_id, version, at)
 
     @staticmethod
     def _choice(escalation_id: str, me: str, live: list[str]) -> int:

@@ -86,3 +86,45 @@ def test_audit_verify(bot_env, tmp_path) -> None:  # type: ignore[no-untyped-def
         conn.execute("UPDATE audit_log SET actor='U2' WHERE id=2")
     broken = _run(["audit", "verify"], env=env)
     assert broken.returncode == 1 and "entry 2: content was edited" in broken.stdout
+
+
+def test_check_reaches_smtp_and_the_paging_webhook_without_paging(bot_env, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import socket
+
+    from tests.harness.smtp import SMTP_PASSWORD, SmtpServer
+    from tests.harness.webhook_receiver import WebhookReceiver
+
+    (tmp_path / "smtp").mkdir()
+    smtp = SmtpServer(tmp_path / "smtp").up()
+    webhook = WebhookReceiver().start()
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        closed_port = free.getsockname()[1]
+    try:
+        def config(url: str) -> str:
+            path = tmp_path / f"aia-{len(url)}-{url.rsplit(':', 1)[-1].split('/')[0]}.yaml"
+            path.write_text(json.dumps({"escalation": {"levels": [
+                {"name": "on-call", "notify": ["U0OPS01"], "email": ["oncall@013a.tech"], "wait": "5m"},
+                {"name": "phone", "webhook": url, "wait": "5m"}]}}))
+            return str(path)
+
+        env = {**bot_env, **smtp.env(), "AIA_PAGING_ROUTING_KEY": "R0UTING-check-key",
+               "AIA_BOT_CONFIG": config(webhook.url)}
+        done = _run(["check"], env=env)
+        lines = done.stdout.splitlines()
+        assert any(x.startswith("ok") and "smtp" in x and "STARTTLS, login accepted" in x for x in lines), done.stdout
+        assert any(x.startswith("ok") and "paging webhook" in x and "reachable" in x for x in lines), done.stdout
+        assert smtp.received() == [] and webhook.received() == []  # nobody was paged by a check
+
+        broken = _run(["check"], env={**env, "SMTP_PASSWORD": "wrong-" + SMTP_PASSWORD,
+                                      "AIA_BOT_CONFIG": config(f"http://127.0.0.1:{closed_port}/v2/enqueue")})
+        assert broken.returncode == 1
+        out = broken.stdout + broken.stderr
+        assert any(x.startswith("FAIL") and "smtp" in x and "login refused" in x for x in out.splitlines()), out
+        assert any(x.startswith("FAIL") and "paging webhook" in x and "refused the connection" in x
+                   for x in out.splitlines()), out
+        assert SMTP_PASSWORD not in out and "R0UTING-check-key" not in out and "Traceback" not in out
+    finally:
+        smtp.down()
+        webhook.stop()

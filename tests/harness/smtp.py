@@ -78,7 +78,9 @@ class SmtpServer:
             and auth_data.password == SMTP_PASSWORD.encode()
         with self.lock:
             self.logins.append((auth_data.login.decode() if isinstance(auth_data, LoginPassword) else "?", ok))
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd then answers "535 ... credentials invalid" as a real server
+        # does (its default, handled=True, answers nothing and the client times out).
+        return AuthResult(success=ok, handled=False)
 
     def up(self) -> SmtpServer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
