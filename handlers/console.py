@@ -3,6 +3,10 @@
 It runs the same dispatcher, registry, roles and audit log as Slack does; only
 the rendering differs. Lines are read from standard input, so it can be piped:
 ``printf '/aia pods\\n' | aia-bot console --sandbox``.
+
+The sandbox has an escalation policy over its users, with its timers running, so
+``/aia page``, ``/aia oncall``, ``/aia ack`` work; what the bot posts to the sandbox
+Slack on its own (pages, DMs, thread notes) is printed after each command.
 """
 
 from __future__ import annotations
@@ -10,18 +14,29 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from bot.approvals.service import ApprovalStoreUnavailable
 from bot.context import Caller
 from bot.core import Core, build_core
+from bot.escalation.policy import EscalationPolicy
+from bot.escalation.scheduler import EscalationScheduler
 from bot.results import Action
 from bot.service import OutcomeKind
 from bot.settings import BotConfigFile, RolesConfig, load_settings
 from handlers.render_text import render_text
+
+if TYPE_CHECKING:
+    from bot.sandbox.slack_server import FakeSlackServer
+
+# Escalation waits in the sandbox: long enough to acknowledge, short enough to watch.
+SANDBOX_WAIT = "2m"
+# How long after a command the console waits for the pages it started before printing.
+SLACK_SETTLE_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,7 @@ SANDBOX_CHANNEL = "C0ALERTS"
 
 CONSOLE_HELP = """\
 Type /aia commands (the "/aia" is optional), or:
+  :slack       show what the bot posted to the sandbox Slack since the last look
   :user NAME   act as another sandbox user (alice operator, bob approver, carol viewer, dave admin, eve no role)
   :users       list sandbox users
   :click N     click button N of the last answer
@@ -80,6 +96,16 @@ class Sandbox:
             env["PROMETHEUS_URL"] = os.environ["PROMETHEUS_URL"]
         return env
 
+    def escalation(self) -> EscalationPolicy:
+        """The runbook's four levels over the sandbox users; waits short enough to watch."""
+        by_name = {u.name: u.user_id for u in SANDBOX_USERS}
+        return EscalationPolicy.model_validate({"levels": [
+            {"name": "on-call", "notify": [by_name["alice"]], "wait": SANDBOX_WAIT},
+            {"name": "troubleshooting", "notify": [by_name["bob"]], "wait": SANDBOX_WAIT},
+            {"name": "devops-team", "notify": [by_name["dave"]], "wait": SANDBOX_WAIT},
+            {"name": "architect", "notify": [by_name["carol"]], "wait": SANDBOX_WAIT},
+        ]})
+
     def roles(self) -> RolesConfig:
         by_role: dict[str, list[str]] = {"viewer": [], "operator": [], "approver": [], "admin": []}
         for user in SANDBOX_USERS:
@@ -94,10 +120,13 @@ class Sandbox:
 
 
 class Console:
-    def __init__(self, core: Core, files_dir: Path, out: Callable[[str], None] = print) -> None:
+    def __init__(self, core: Core, files_dir: Path, out: Callable[[str], None] = print,
+                 slack: FakeSlackServer | None = None) -> None:
         self.core = core
         self.files_dir = files_dir
         self.out = out
+        self.slack = slack
+        self._slack_seen: dict[tuple[str, str], str] = {}
         self.user = SANDBOX_USERS[0]
         self.buttons: list[Action] = []
         self._cards = 0
@@ -115,7 +144,39 @@ class Console:
             return self._console_command(line[1:].split())
         text = line[4:] if line.lower().startswith("/aia") else line
         self._run(text)
+        self.show_slack(settle=SLACK_SETTLE_SECONDS)
         return True
+
+    def show_slack(self, settle: float = 0.0) -> None:
+        """Print what the bot posted or edited in the sandbox Slack since the last look.
+
+        ``settle``: pages go out on the bot's own threads right after a command answers;
+        wait that long for them so they print under the command that caused them.
+        """
+        if self.slack is None:
+            return
+        if settle:
+            time.sleep(settle)
+        names = {u.user_id: u.name for u in SANDBOX_USERS}
+        for message in self.slack.messages():
+            key = (message.channel, message.ts)
+            if self._slack_seen.get(key) == message.text:
+                continue
+            edited = key in self._slack_seen
+            self._slack_seen[key] = message.text
+            if message.channel.startswith("D"):
+                where = "DM"
+            elif message.thread_ts and message.thread_ts != message.ts:
+                where = "thread"
+            else:
+                where = "#aia-production-alerts"
+            text = message.text
+            for user_id, name in names.items():
+                text = text.replace(f"<@{user_id}>", f"@{name}")
+            first, *rest = text.splitlines() or [""]
+            self.out(f"  slack {where}{' (edited)' if edited else ''}: {first}")
+            for extra in rest[:6]:
+                self.out(f"    {extra}")
 
     def _console_command(self, words: list[str]) -> bool:
         verb = words[0].lower() if words else ""
@@ -132,6 +193,8 @@ class Console:
             else:
                 self.user = match
                 self.out(f"you are now {match.name} ({match.role})")
+        elif verb == "slack":
+            self.show_slack()
         elif verb == "click" and len(words) == 2 and words[1].isdigit():
             index = int(words[1]) - 1
             if not 0 <= index < len(self.buttons):
@@ -208,11 +271,15 @@ def run_console(sandbox: bool, stdin: IO[str] | None = None, out: Callable[[str]
         out("aia-bot console needs --sandbox for now: it runs against a sandbox cluster and Slack.")
         return 2
     box = Sandbox()
+    timers: EscalationScheduler | None = None
     try:
         settings = load_settings(box.env())
-        core = build_core(settings, BotConfigFile(roles=box.roles()))
+        core = build_core(settings, BotConfigFile(roles=box.roles(), escalation=box.escalation()))
+        assert core.escalation is not None
+        timers = EscalationScheduler(core.escalation, settings.aia_escalation_poll_seconds, 2)
+        timers.start()
         # Graphs outlive the sandbox: they are what the newcomer wants to open.
-        console = Console(core, Path(tempfile.mkdtemp(prefix="aia-sandbox-files-")), out)
+        console = Console(core, Path(tempfile.mkdtemp(prefix="aia-sandbox-files-")), out, box.slack)
         interactive = stdin.isatty()
         if interactive:
             out("AIA runbook bot — sandbox. Nothing here touches a real cluster or Slack.")
@@ -231,4 +298,6 @@ def run_console(sandbox: bool, stdin: IO[str] | None = None, out: Callable[[str]
                 break
         return 0
     finally:
+        if timers is not None:
+            timers.stop()
         box.close()

@@ -33,6 +33,19 @@ def test_console_switches_user_and_clicks_buttons() -> None:
     assert "/aia top pods" in out
 
 
+def test_console_sandbox_pages_and_acknowledges() -> None:
+    script = "oncall\npage 1 checkout answers 500\n:user bob\nack\n"
+    done = _run(["console", "--sandbox"], stdin=script)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "*1 · on-call* · then wait 2m" in out and "<@U0ALICE>" in out
+    # The pages the bot posted to the sandbox Slack, printed under the command that started them.
+    assert "slack thread: :rotating_light: *Paging level 1 · on-call*: @alice" in out
+    assert "slack DM: :rotating_light: You are paged (level 1 on-call)" in out
+    assert "Acknowledged* by @bob" in out and "Timers stopped" in out
+    assert "Traceback" not in out + done.stderr
+
+
 def test_serve_without_signing_secret_names_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     done = _run(["serve", "--port", "0"], env={"SLACK_BOT_TOKEN": "xoxb-test-0000000", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
     assert done.returncode == 2
