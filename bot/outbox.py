@@ -62,7 +62,7 @@ PACING_MARGIN_SECONDS = 0.03
 MAX_BACKOFF_SECONDS = 60.0
 # A post is claimed (and rendered) up to this long before its channel slot.
 SLOT_LOOKAHEAD_SECONDS = 0.5
-POKE_SECONDS = 0.05
+POKE_SECONDS = 0.25
 # Errors after which trying again is pointless (the message or channel is wrong, not Slack).
 PERMANENT_ERRORS = {
     "channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "invalid_blocks_format",
@@ -211,6 +211,27 @@ def _classify(exc: Exception) -> Exception:
     return _Transient(type(exc).__name__)
 
 
+_COALESCING_INSERTS: dict[str, Any] = {}
+
+
+def _coalescing_insert(dialect: str) -> Any:
+    """"Insert unless a pending row with this key exists", built once per dialect: values
+    go in as parameters, so the compiled statement is reused (a storm queues hundreds)."""
+    statement = _COALESCING_INSERTS.get(dialect)
+    if statement is None:
+        # Both dialects spell it the same way.
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        statement = _COALESCING_INSERTS[dialect] = dialect_insert(OutboxMessage).on_conflict_do_nothing(
+            # A literal, not a bound parameter: PostgreSQL must match it to the partial
+            # index's predicate even in a prepared statement's generic plan.
+            index_elements=["coalesce_key"], index_where=text("state = 'pending'")
+        )
+    return statement
+
+
 class Outbox:
     """Enqueue rows (any replica, any thread) and send them (background senders)."""
 
@@ -248,10 +269,12 @@ class Outbox:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_poke = 0.0
+        self._poke_due = False
         # Set by the owner (the alert service publishes through the core's event bus).
         self.on_event: Callable[[object], None] = lambda event: None
-        # Loads what the composers' ready() will look at for these group ids in one query.
-        self.prefetch: Callable[[Session, list[int]], None] | None = None
+        # Loads what the composers' ready() will look at for these group ids in one query,
+        # and returns it (the caller holds it while ready() runs).
+        self.prefetch: Callable[[Session, list[int]], object] | None = None
 
     # -- wiring --------------------------------------------------------------
     def register(self, kind: str, composer: Composer, *, task: bool = False) -> None:
@@ -285,18 +308,21 @@ class Outbox:
         if coalesce_key is None:
             session.add(OutboxMessage(**values))
             return
-        # Both dialects spell "insert unless a pending row with this key exists" the same way.
-        if session.get_bind().dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-        session.connection().execute(
-            dialect_insert(OutboxMessage).values(**values).on_conflict_do_nothing(
-                # A literal, not a bound parameter: PostgreSQL must match it to the partial
-                # index's predicate even in a prepared statement's generic plan.
-                index_elements=["coalesce_key"], index_where=text("state = 'pending'")
-            )
-        )
+        session.connection().execute(_coalescing_insert(session.get_bind().dialect.name), values)
+
+    @staticmethod
+    def enqueue_coalesced(session: Session, kind: str, channel: str,
+                          rows: Sequence[tuple[int, int | None, str]]) -> None:
+        """Several rows of one kind, ``(priority, group_id, coalesce_key)`` each, in one
+        statement; each is skipped when a pending row has its key (as with ``enqueue``)."""
+        if not rows:
+            return
+        now = time.time()
+        session.connection().execute(_coalescing_insert(session.get_bind().dialect.name), [
+            dict(kind=kind, channel=channel, group_id=group_id, coalesce_key=key, priority=priority,
+                 payload="{}", state="pending", attempts=0, not_before=now, created_at=now)
+            for priority, group_id, key in rows
+        ])
 
     def enqueue_message(self, session: Session, channel: str, message: OutMessage, *, priority: int,
                         group_id: int | None = None, thread: tuple[str, str] | None = None) -> None:
@@ -309,13 +335,16 @@ class Outbox:
     def poke(self) -> None:
         """Wake an idle sender of this process (other replicas find the row when they poll).
 
-        At most every POKE_SECONDS, and one thread: in a storm every webhook pokes, and a claim
-        per poke per thread would cost the webhooks their CPU for nothing.
+        At most every POKE_SECONDS, and one thread: in a storm every fold of the inbox pokes,
+        and a claim per poke per thread would cost the webhooks their CPU for nothing. A poke
+        in between is not lost: the senders look again within POKE_SECONDS.
         """
         now = time.monotonic()
         if now - self._last_poke < POKE_SECONDS:
+            self._poke_due = True
             return
         self._last_poke = now
+        self._poke_due = False
         with self._wake:
             self._wake.notify()
 
@@ -348,6 +377,8 @@ class Outbox:
     def _loop(self, tasks: bool) -> None:
         kinds = sorted(self.task_kinds) if tasks else sorted(set(self.composers) - self.task_kinds)
         while not self._stop.is_set():
+            if not tasks:
+                self._poke_due = False  # this claim sees every row committed before the poke
             try:
                 worked, wake_at = self.run_once(kinds)
             except Exception:  # noqa: BLE001 - a database blip must not kill the sender
@@ -356,6 +387,8 @@ class Outbox:
             if worked:
                 continue
             wait = self.poll_seconds if wake_at is None else min(self.poll_seconds, max(0.0, wake_at - time.time()))
+            if self._poke_due:
+                wait = min(wait, POKE_SECONDS)
             with self._wake:
                 if not self._stop.is_set():
                     self._wake.wait(wait)
@@ -386,8 +419,9 @@ class Outbox:
                 .options(defer(OutboxMessage.payload))
                 .with_for_update(skip_locked=True)
             ).all()
-            if self.prefetch is not None:
-                self.prefetch(session, [r.group_id for r in candidates if r.group_id is not None])
+            # Held for the loop below: the session's identity map keeps clean objects only weakly.
+            prefetched = (self.prefetch(session, [r.group_id for r in candidates if r.group_id is not None])
+                          if self.prefetch is not None else None)
             wake_at: float | None = None
             blocked_channels: set[str] = set()
             for row in candidates:
@@ -413,6 +447,7 @@ class Outbox:
                 row.payload  # noqa: B018 - load the deferred column before the row leaves the session
                 session.expunge(row)
                 return _Claimed(row, composer, send_at, reserved_until), None
+            del prefetched
             return None, wake_at
 
     def _take_slot(self, session: Session, channel: str, now: float) -> tuple[float | None, float]:

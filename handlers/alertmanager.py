@@ -1,9 +1,10 @@
 """`POST /alertmanager`: Alertmanager's webhook (version 4 payload).
 
-Answers fast: check the bearer token, parse, persist, queue — no Slack, Prometheus or
-Kubernetes call on this path. Status codes say what Alertmanager should do:
-2xx done (duplicates included), 4xx do not retry (bad token, bad payload: audited,
-nothing stored), 503 retry (the database is down; Alertmanager retries on 5xx).
+Answers fast: check the bearer token, parse, store the body in the alert inbox (one
+INSERT) — no Slack, Prometheus or Kubernetes call, and no folding into groups, on this
+path. Status codes say what Alertmanager should do: 2xx done (duplicates included), 4xx
+do not retry (bad token, bad payload: audited, nothing stored), 503 retry (the database is
+down; Alertmanager retries on 5xx).
 """
 
 from __future__ import annotations
@@ -74,15 +75,15 @@ class AlertmanagerWebhook:
         if service is None:
             return JSONResponse({"error": "alerts are not enabled"}, status_code=503)
         try:
-            result = await asyncio.to_thread(service.receive, payload)
+            # Stored as received (one INSERT); groups, counts and Slack follow from the inbox.
+            await asyncio.to_thread(service.accept, payload, body)
         except SQLAlchemyError as exc:
             # Alertmanager retries on 5xx: that is exactly what we want while the database is down.
             log.error("alertmanager webhook: database error (%s); answered 503", type(exc).__name__)
             REQUESTS.labels("database_down").inc()
             return JSONResponse({"error": "database unavailable; retry"}, status_code=503)
         REQUESTS.labels("ok").inc()
-        return JSONResponse({"status": "ok", "group": result.group_id, "new": result.new_alerts,
-                             "resolved": result.resolved_alerts})
+        return JSONResponse({"status": "ok", "alerts": len(payload.alerts)})
 
     def _check_token(self, header: str | None) -> str | None:
         """None when the request may pass; else why not (never the token itself)."""

@@ -54,6 +54,7 @@ def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from bot.adapters.kubernetes import load_api_modules
     from handlers.http_app import build_http_app
 
     frontend = start_frontend(("slack_bot_token", "slack_signing_secret"), "aia-bot serve")
@@ -65,6 +66,8 @@ def _serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.001)
     # Everything imported and built so far lives for the whole process: keep it out
     # of the collector's full passes, which otherwise stall the event loop for 100+ ms.
+    # The Kubernetes client's API modules would otherwise arrive with the first alert.
+    load_api_modules()
     gc.collect()
     gc.freeze()
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

@@ -32,6 +32,18 @@ def _status_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
+def load_api_modules() -> None:
+    """Import the API classes a gateway is built with.
+
+    The client imports them on first use, some 90,000 objects. A long-running process
+    (``aia-bot serve``) loads them at start, before it freezes what it has built out of
+    the garbage collector's full passes: loaded later, they make every full pass (several
+    per alert storm) stall all threads for 50+ ms.
+    """
+    for name in ("ApiClient", "CoreV1Api", "AppsV1Api", "CustomObjectsApi"):
+        getattr(client, name)
+
+
 class KubeGateway:
     def __init__(self, kubeconfig: str | None, namespace: str, timeout: float) -> None:
         self.namespace = namespace

@@ -1,7 +1,9 @@
 """Alert groups as Slack threads: ingest (webhook path) and the outbox kinds that post them.
 
-Webhook path: validate, persist, enqueue one coalesced "alert_group" outbox row, answer.
-Everything that talks to Slack, Prometheus or Kubernetes runs later on outbox threads:
+Webhook path: validate, store the body in the inbox (one INSERT), answer. The inbox folder
+(bot/alerts/inbox.py) applies bodies in batches: alerts and groups, one coalesced
+"alert_group" outbox row per changed group, the events. Everything that talks to Slack,
+Prometheus or Kubernetes runs later on outbox threads:
 
 - ``alert_group``: post the parent message (first time) or chat.update it, rendered from
   the database at send time; after the first post, publish AlertGroupOpened once and
@@ -22,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.alerts.context import ContextGatherer
+from bot.alerts.inbox import FoldRound, Inbox, InboxFolder
 from bot.alerts.payload import WebhookPayload
 from bot.alerts.render import AlertRenderer, PlainRenderer
 from bot.alerts.runbook import RunbookMap
@@ -81,27 +84,53 @@ class AlertService:
         self.outbox.set_thread_resolver(_thread_of)
         self.outbox.on_event = events.publish
         self.outbox.prefetch = _load_groups
+        self.inbox = Inbox(sessions)
+        self.folder = InboxFolder(self.fold_inbox, settings.aia_outbox_poll_seconds, on_stop=self.inbox.close)
 
     # -- the webhook path ----------------------------------------------------------
+    def accept(self, payload: WebhookPayload, body: bytes) -> None:
+        """Store the validated body (one INSERT) and wake the folder. Raises on database errors."""
+        self.inbox.add(payload.key_hash, body)
+        self.folder.poke()
+
+    # -- folding -----------------------------------------------------------------------
+    def fold_inbox(self) -> FoldRound:
+        """Apply a batch of stored webhooks (the folder thread calls this)."""
+        round_ = self.inbox.fold(self.store.apply, self._enqueue)
+        self._announce(round_.results)
+        return round_
+
     def receive(self, payload: WebhookPayload) -> IngestResult:
-        """Persist and queue; quick, no Slack or backend call. Raises on database errors."""
-        result = self.store.ingest(payload, after=self._enqueue)
-        if result.group_id is not None and result.thread_known:
-            if result.resolved:
-                self.events.publish(AlertGroupResolved(group_id=result.group_id))
-            elif result.new_alerts:
-                self.events.publish(AlertGroupChanged(group_id=result.group_id, new_alert_count=result.new_alerts))
-        if result.changed:
-            self.outbox.poke()
+        """Apply one payload now, in its own transaction, as the folder would."""
+        result = self.store.ingest(payload, after=lambda session, one: self._enqueue(session, [one]))
+        self.inbox.forget(payload.key_hash)
+        self._announce([result])
         return result
 
-    def _enqueue(self, session: Session, result: IngestResult) -> None:
-        if not result.changed or result.group_id is None:
-            return
-        Outbox.enqueue(session, GROUP, self.channel, priority=result.severity_rank, group_id=result.group_id,
-                       coalesce_key=f"group:{result.group_id}")
-        if result.opened and waiting_groups(session, self.channel)[0] >= self.settings.aia_alert_storm_threshold:
+    def _enqueue(self, session: Session, results: list[IngestResult]) -> None:
+        # One row per changed group and batch, at the group's latest severity.
+        ranks: dict[int, int] = {}
+        opened = False
+        for result in results:
+            if result.changed and result.group_id is not None:
+                ranks[result.group_id] = result.severity_rank
+                opened = opened or result.opened
+        Outbox.enqueue_coalesced(session, GROUP, self.channel,
+                                 [(rank, group_id, f"group:{group_id}") for group_id, rank in ranks.items()])
+        if opened and waiting_groups(session, self.channel)[0] >= self.settings.aia_alert_storm_threshold:
             Outbox.enqueue(session, STORM, self.channel, priority=STORM_PRIORITY, coalesce_key=f"storm:{self.channel}")
+
+    def _announce(self, results: list[IngestResult]) -> None:
+        """After commit: events for threads that exist, and a sender woken for the new rows."""
+        for result in results:
+            if result.group_id is not None and result.thread_known:
+                if result.resolved:
+                    self.events.publish(AlertGroupResolved(group_id=result.group_id))
+                elif result.new_alerts:
+                    self.events.publish(AlertGroupChanged(group_id=result.group_id,
+                                                          new_alert_count=result.new_alerts))
+        if any(result.changed for result in results):
+            self.outbox.poke()
 
 
 
@@ -112,10 +141,12 @@ def _thread_of(session: Session, group_id: int) -> tuple[str, str] | None:
     return group.channel_id, group.thread_ts
 
 
-def _load_groups(session: Session, group_ids: list[int]) -> None:
-    """One query puts the candidates' groups in the session, so ready() reads no more rows."""
-    if group_ids:
-        session.scalars(select(AlertGroup).where(AlertGroup.id.in_(sorted(set(group_ids))))).all()
+def _load_groups(session: Session, group_ids: list[int]) -> list[AlertGroup]:
+    """One query puts the candidates' groups in the session, so ready() reads no more rows
+    (as long as the caller holds the list: the identity map alone would let them go)."""
+    if not group_ids:
+        return []
+    return list(session.scalars(select(AlertGroup).where(AlertGroup.id.in_(sorted(set(group_ids))))).all())
 
 
 def waiting_groups(session: Session, channel: str) -> tuple[int, int]:

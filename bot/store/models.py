@@ -156,6 +156,24 @@ class AlertRecord(Base):
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class AlertInboxEntry(Base):
+    """A webhook body as received (validated), waiting to be folded into groups and alerts.
+
+    The webhook answers once this row is committed: one INSERT, however many alerts the
+    body holds. A background folder applies rows in id order and deletes them; a row it
+    cannot apply keeps ``attempts`` and ``last_error`` for an operator.
+    """
+
+    __tablename__ = "alert_inbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the webhook's JSON, as Alertmanager sent it
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
 class OutboxMessage(Base):
     """A Slack call waiting to be made (or a task that produces one), shared by all replicas.
 
