@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from prometheus_client import Gauge
 from sqlalchemy import Engine, create_engine, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +38,13 @@ from bot.redaction import redact
 from bot.store.models import AlertInboxEntry
 
 log = logging.getLogger(__name__)
+
+# Alert on it: above zero for minutes means no replica folds (or a row keeps failing), and
+# alert threads stop following Alertmanager although the webhook still answers 200.
+INBOX_WAITING = Gauge(
+    "aia_bot_alert_inbox_waiting",
+    "Alertmanager webhooks stored and not applied yet, rows given up on included (NaN: database unreachable)",
+)
 
 # Any constant works: it only has to be the same in every replica (and differ from the
 # migration lock in bot.store.db).
@@ -263,6 +271,15 @@ class Inbox:
             self._last.move_to_end(key)
         while len(self._last) > RECENT_KEYS:
             self._last.popitem(last=False)
+
+    def waiting(self) -> float:
+        """Rows not applied yet, for /metrics; NaN when the database does not answer (a
+        scrape must not fail because of it)."""
+        try:
+            with self.sessions() as session:
+                return float(session.scalar(select(func.count()).select_from(AlertInboxEntry)) or 0)
+        except Exception:  # noqa: BLE001 - reported as NaN; the outage shows elsewhere
+            return float("nan")
 
     def forget(self, key_hash: str) -> None:
         """The group changed outside the inbox (AlertService.receive): its last body is no

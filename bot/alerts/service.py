@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.alerts.context import ContextGatherer
-from bot.alerts.inbox import FoldRound, Inbox, InboxFolder
+from bot.alerts.inbox import INBOX_WAITING, FoldRound, Inbox, InboxFolder
 from bot.alerts.payload import WebhookPayload
 from bot.alerts.render import AlertRenderer, PlainRenderer
 from bot.alerts.runbook import RunbookMap
@@ -85,6 +85,7 @@ class AlertService:
         self.outbox.on_event = events.publish
         self.outbox.prefetch = _load_groups
         self.inbox = Inbox(sessions)
+        INBOX_WAITING.set_function(self.inbox.waiting)
         self.folder = InboxFolder(self.fold_inbox, settings.aia_outbox_poll_seconds, on_stop=self.inbox.close)
 
     # -- the webhook path ----------------------------------------------------------

@@ -62,6 +62,21 @@ def test_a_webhook_is_one_inbox_row_until_it_is_folded(alert_core) -> None:  # t
     assert _count(alert_core, OutboxMessage, OutboxMessage.kind == "alert_group") == 1
 
 
+def test_metrics_say_how_many_webhooks_wait(alert_core) -> None:  # type: ignore[no-untyped-def]
+    from prometheus_client import REGISTRY, generate_latest
+
+    def waiting() -> str:
+        line = next(x for x in generate_latest(REGISTRY).decode().splitlines()
+                    if x.startswith("aia_bot_alert_inbox_waiting "))
+        return line.split()[1]
+
+    _accept(alert_core, _body([alert(pod="p-1")]))
+    _accept(alert_core, _body([alert(pod="p-1"), alert(pod="p-2")]))
+    assert waiting() == "2.0"
+    _fold_all(alert_core)
+    assert waiting() == "0.0"
+
+
 def test_duplicates_and_retries_change_nothing(alert_core) -> None:  # type: ignore[no-untyped-def]
     a, b = alert(pod="p-1"), alert(pod="p-2")
     first = _body([a])
