@@ -96,7 +96,10 @@ def _check_paging(core: Core, line: Callable[[str, str, str], None]) -> int:
     for url in sorted({level.webhook for level in policy.levels if level.webhook}):
         try:
             detail = service.webhook.check(url)
-            line("warn" if "not set" in detail else "ok", "paging webhook", detail)
+            if service.webhook.routing_key:
+                line("ok", "paging webhook", detail)
+            else:
+                line("warn", "paging webhook", f"{detail}, but AIA_PAGING_ROUTING_KEY is not set")
         except PageFailed as exc:
             line("FAIL", "paging webhook", exc.message)
             failures += 1

@@ -285,6 +285,4 @@ class WebhookPager:
                         pass
         except (OSError, ssl.SSLError) as exc:
             raise PageFailed(f"webhook {parts.netloc} unreachable ({_short_reason(exc)})") from None
-        if not self.routing_key:
-            return f"{parts.netloc} reachable, but AIA_PAGING_ROUTING_KEY is not set"
         return f"{parts.netloc} reachable ({parts.scheme.upper()})"
