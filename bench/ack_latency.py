@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.sandbox.aia_seed import seed_aia_system  # noqa: E402
-from bot.sandbox.kube_server import FakeKubeAPIServer  # noqa: E402
-from bot.sandbox.slack_server import FakeSlackServer  # noqa: E402
+from sandbox.aia_seed import seed_aia_system  # noqa: E402
+from sandbox.kube_server import FakeKubeAPIServer  # noqa: E402
+from sandbox.slack_server import FakeSlackServer  # noqa: E402
 from tests.harness.bot_process import BotProcess, slash_body  # noqa: E402
 from tests.harness.users import TEAM_ID, install_users  # noqa: E402
 

@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from bot.sandbox.aia_seed import seed_aia_system  # noqa: E402
-from bot.sandbox.kube_server import FakeKubeAPIServer  # noqa: E402
-from bot.sandbox.slack_server import FakeSlackServer  # noqa: E402
 from bot.store.db import normalise_url  # noqa: E402
+from sandbox.aia_seed import seed_aia_system  # noqa: E402
+from sandbox.kube_server import FakeKubeAPIServer  # noqa: E402
+from sandbox.slack_server import FakeSlackServer  # noqa: E402
 from tests.bot.alerts.payloads import alert, payload  # noqa: E402
 from tests.harness.bot_process import BotProcess  # noqa: E402
 from tests.harness.users import CHANNEL_ID, TEAM_ID, install_users  # noqa: E402

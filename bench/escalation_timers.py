@@ -37,9 +37,9 @@ from slack_sdk import WebClient  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from bot.escalation.policy import EscalationPolicy  # noqa: E402
-from bot.sandbox.slack_server import FakeSlackServer  # noqa: E402
 from bot.store.db import make_engine, migrate  # noqa: E402
 from bot.store.models import Escalation  # noqa: E402
+from sandbox.slack_server import FakeSlackServer  # noqa: E402
 from tests.harness.bot_process import BotProcess  # noqa: E402
 from tests.harness.webhook_receiver import WebhookReceiver  # noqa: E402
 

@@ -31,7 +31,7 @@ from bot.settings import BotConfigFile, RolesConfig, load_settings
 from handlers.render_text import render_text
 
 if TYPE_CHECKING:
-    from bot.sandbox.slack_server import FakeSlackServer
+    from sandbox.slack_server import FakeSlackServer
 
 # Escalation waits in the sandbox: long enough to acknowledge, short enough to watch.
 SANDBOX_WAIT = "2m"
@@ -70,9 +70,9 @@ class Sandbox:
     """A seeded fake cluster, a fake Slack and a SQLite file in a temporary directory."""
 
     def __init__(self) -> None:
-        from bot.sandbox.aia_seed import seed_aia_system
-        from bot.sandbox.kube_server import FakeKubeAPIServer
-        from bot.sandbox.slack_server import FakeSlackServer
+        from sandbox.aia_seed import seed_aia_system
+        from sandbox.kube_server import FakeKubeAPIServer
+        from sandbox.slack_server import FakeSlackServer
 
         self.dir = tempfile.TemporaryDirectory(prefix="aia-sandbox-")
         self.kube = FakeKubeAPIServer().start()

@@ -29,7 +29,7 @@ echo "== installing the package and its test dependencies"
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
 
-echo "== ruff";          .venv/bin/ruff check bot handlers tests bench
+echo "== ruff";          .venv/bin/ruff check bot handlers sandbox tests bench
 echo "== mypy";          .venv/bin/mypy
 echo "== import-linter"; .venv/bin/lint-imports
 echo "== pytest";        .venv/bin/python -m pytest -q "$@"

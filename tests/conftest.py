@@ -11,8 +11,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bot.sandbox.slack_server import FakeSlackServer
 from bot.settings import BotConfigFile, RolesConfig
+from sandbox.slack_server import FakeSlackServer
 from tests.harness.users import SLACK_USERS, TEAM_ID, install_users
 
 PG_ADMIN_URL = os.environ.get("AIA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -44,8 +44,8 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture
 def kube():  # type: ignore[no-untyped-def]
-    from bot.sandbox.aia_seed import seed_aia_system
-    from bot.sandbox.kube_server import FakeKubeAPIServer
+    from sandbox.aia_seed import seed_aia_system
+    from sandbox.kube_server import FakeKubeAPIServer
 
     server = FakeKubeAPIServer().start()
     seed_aia_system(server)

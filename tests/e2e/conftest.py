@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.sandbox.slack_server import FakeSlackServer
+from sandbox.slack_server import FakeSlackServer
 from tests.conftest import fresh_pg_database
 from tests.harness.bot_process import BotProcess
 from tests.harness.users import TEAM_ID, install_users
@@ -24,8 +24,8 @@ roles:
 
 @pytest.fixture(scope="module")
 def e2e_kube():  # type: ignore[no-untyped-def]
-    from bot.sandbox.aia_seed import seed_aia_system
-    from bot.sandbox.kube_server import FakeKubeAPIServer
+    from sandbox.aia_seed import seed_aia_system
+    from sandbox.kube_server import FakeKubeAPIServer
 
     server = FakeKubeAPIServer().start()
     seed_aia_system(server)

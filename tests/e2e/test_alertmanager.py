@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from bot.sandbox.slack_server import FakeSlackServer, Message
+from sandbox.slack_server import FakeSlackServer, Message
 from tests.bot.alerts.payloads import alert, payload
 from tests.conftest import fresh_pg_database
 from tests.harness.alertmanager import AlertmanagerProcess, shipped_rules_for_tests

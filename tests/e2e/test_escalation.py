@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bot.sandbox.slack_server import FakeSlackServer
+from sandbox.slack_server import FakeSlackServer
 from tests.conftest import fresh_pg_database
 from tests.harness.bot_process import BotProcess, aia_bot_executable
 from tests.harness.smtp import SMTP_PASSWORD, SmtpServer

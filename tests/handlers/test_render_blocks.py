@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.results import Action, Fields, Image, Preformatted, Result, Table, Text
-from bot.sandbox.slack_server import block_kit_errors
 from handlers.render_blocks import render_result
+from sandbox.slack_server import block_kit_errors
 
 
 def test_long_table_is_cut_inline_and_uploaded_whole() -> None:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.sandbox.aia_seed import seed_aia_system
-from bot.sandbox.kube_server import FakeKubeAPIServer
-from bot.sandbox.slack_server import FakeSlackServer
+from sandbox.aia_seed import seed_aia_system
+from sandbox.kube_server import FakeKubeAPIServer
+from sandbox.slack_server import FakeSlackServer
 from tests.conftest import fresh_pg_database
 from tests.harness.bot_process import BotProcess, button_payload
 from tests.harness.users import CHANNEL_ID, TEAM_ID, install_users

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.sandbox.slack_server import FakeSlackServer
+from sandbox.slack_server import FakeSlackServer
 
 TEAM_ID = "T0AIA"
 CHANNEL_ID = "C0ALERTS"

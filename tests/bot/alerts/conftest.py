@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.events import AlertGroupChanged, AlertGroupOpened, AlertGroupResolved
-from bot.sandbox.slack_server import FakeSlackServer
+from sandbox.slack_server import FakeSlackServer
 from tests.conftest import fresh_pg_database
 from tests.harness.users import CHANNEL_ID
 

@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 
 from bot.alerts.payload import WebhookPayload
 from bot.events import AlertGroupOpened, AlertGroupResolved
-from bot.sandbox.slack_server import block_kit_errors
 from bot.store.models import OutboxMessage
+from sandbox.slack_server import block_kit_errors
 from tests.bot.alerts.conftest import Recorder, make_core, parents
 from tests.bot.alerts.payloads import alert, payload, resolved
 from tests.harness.users import CHANNEL_ID

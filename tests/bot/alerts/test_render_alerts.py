@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from bot.alerts.store import AlertView, GroupView
 from bot.results import Action, Result, Table
-from bot.sandbox.slack_server import block_kit_errors
 from bot.settings import load_settings
 from handlers.render_alerts import BlockKitAlertRenderer
+from sandbox.slack_server import block_kit_errors
 
 NOW = datetime.now(UTC)
 

@@ -10,8 +10,8 @@ import pytest
 from bot.core import Core, build_core
 from bot.escalation.policy import EscalationPolicy
 from bot.escalation.scheduler import EscalationScheduler
-from bot.sandbox.slack_server import FakeSlackServer
 from bot.settings import BotConfigFile, load_settings
+from sandbox.slack_server import FakeSlackServer
 from tests.conftest import fresh_pg_database
 from tests.harness.smtp import SmtpServer
 from tests.harness.webhook_receiver import WebhookReceiver

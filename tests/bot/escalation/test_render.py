@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from bot.escalation.views import EscalationView, LevelView, PlainRenderer
-from bot.sandbox.slack_server import block_kit_errors
 from handlers.escalation_actions import command_for
 from handlers.render_escalation import BlockKitEscalationRenderer
+from sandbox.slack_server import block_kit_errors
 
 NOW = datetime(2026, 11, 27, 3, 12, tzinfo=UTC)
 

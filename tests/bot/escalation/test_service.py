@@ -15,9 +15,9 @@ from sqlalchemy import update
 from bot.core import Core
 from bot.escalation.service import EscalationService
 from bot.events import AlertGroupChanged, AlertGroupOpened, AlertGroupResolved, BreakGlassUsed
-from bot.sandbox.slack_server import FakeSlackServer
 from bot.service import OutcomeKind
 from bot.store.models import AuditEntry, Escalation, EscalationDelivery
+from sandbox.slack_server import FakeSlackServer
 from tests.bot.escalation.conftest import ROUTING_KEY, CoreFactory, policy_dict
 from tests.harness.calls import run_as
 from tests.harness.smtp import SMTP_PASSWORD, SmtpServer

@@ -16,7 +16,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.sandbox.kube_server import FakeKubeAPIServer
+from sandbox.kube_server import FakeKubeAPIServer
 
 Obj = dict[str, Any]
 

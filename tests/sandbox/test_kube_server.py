@@ -15,8 +15,8 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from bot.sandbox.aia_seed import IMAGE_REPOSITORY, PRESSURED_NODE, seed_aia_system
-from bot.sandbox.kube_server import FakeKubeAPIServer
+from sandbox.aia_seed import IMAGE_REPOSITORY, PRESSURED_NODE, seed_aia_system
+from sandbox.kube_server import FakeKubeAPIServer
 
 NS = "aia-production"
 

@@ -18,7 +18,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookClient
 
-from bot.sandbox.slack_server import FakeSlackServer, block_kit_errors
+from sandbox.slack_server import FakeSlackServer, block_kit_errors
 
 TOKEN = "xoxb-test-token"
 
