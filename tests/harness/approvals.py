@@ -72,7 +72,24 @@ class Stack:
 
         call = self.slack.wait_for(card, timeout=15)[0]
         actions = next(b for b in call.args["blocks"] if b["type"] == "actions")
-        return Card(actions["elements"][0]["value"], call.response["ts"], call.response["channel"])
+        made = Card(actions["elements"][0]["value"], call.response["ts"], call.response["channel"])
+        # The bot records the card's ts just after Slack answers the post; a person cannot click
+        # in between, a test can: wait until the request knows its card.
+        self._wait_card_attached(made)
+        return made
+
+    def _wait_card_attached(self, card: Card, timeout: float = 15) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with psycopg.connect(self.database_url) as conn:
+                row = conn.execute("SELECT message_ts FROM approval_requests WHERE id = %s",
+                                   (card.request_id,)).fetchone()
+            if row and row[0] == card.ts:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"request {card.request_id} never recorded its card {card.ts}")
 
     def slash_answer(self, user: str, text: str) -> str:
         url = self.slack.new_response_url()
