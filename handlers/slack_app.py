@@ -25,6 +25,7 @@ from slack_sdk.webhook import WebhookClient
 from bot.approvals.service import ApprovalStoreUnavailable
 from bot.context import Caller
 from bot.core import Core
+from bot.errors import ConfigurationError
 from bot.events import BreakGlassUsed
 from bot.results import Result
 from bot.service import Outcome, OutcomeKind
@@ -63,12 +64,15 @@ class SlackFrontend:
         barrier.wait(10)
 
     # -- the Bolt app --------------------------------------------------------
-    def build_app(self) -> AsyncApp:
+    def build_app(self, http: bool = False) -> AsyncApp:
         settings = self.core.settings
         assert settings.slack_bot_token is not None
         token = settings.slack_bot_token.get_secret_value()
-        # Socket Mode has no signed HTTP requests; HTTP mode refuses to start without the secret.
+        # Socket Mode has no signed HTTP requests (Slack's websocket is authenticated by the
+        # app token). HTTP mode verifies every request, with no way to switch that off.
         signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        if http and not signing_secret:
+            raise ConfigurationError("SLACK_SIGNING_SECRET is not set (or blank); HTTP mode needs it")
 
         async def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult | None:
             # The auth.test answer was fetched once at start-up: no Slack call on the ack path.
@@ -87,7 +91,7 @@ class SlackFrontend:
 
         app = AsyncApp(
             signing_secret=signing_secret,
-            request_verification_enabled=signing_secret is not None,
+            request_verification_enabled=http or signing_secret is not None,
             client=AsyncWebClient(token=token, base_url=settings.slack_api_url),
             authorize=authorize,  # type: ignore[arg-type]  # None refuses, as Bolt expects
             raise_error_for_unhandled_request=False,

@@ -33,7 +33,9 @@ class BotProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.signing_secret = env["SLACK_SIGNING_SECRET"]
         self.log_path = log_path
-        self.env = {**os.environ, **env}
+        # `serve` refuses to start without an audit key; a test that wants to see that removes it.
+        self.env = {**os.environ, "AIA_AUDIT_KEY": "test-audit-key-0123456789abcdef", **env}
+        self.env = {k: v for k, v in self.env.items() if v is not None}
         if config_yaml is not None:
             config_path = log_path.parent / f"aia-config-{self.port}.yaml"
             config_path.write_text(config_yaml)
