@@ -231,7 +231,7 @@ class RolesConfig(BaseModel):
     @classmethod
     def _slack_ids(cls, value: list[str]) -> list[str]:
         for principal in value:
-            if not SLACK_PRINCIPAL.match(str(principal)):
+            if not SLACK_PRINCIPAL.fullmatch(str(principal)):
                 raise ValueError(
                     f"{principal!r} is not a Slack user ID (U…/W…) or user-group ID (S…)"
                 )

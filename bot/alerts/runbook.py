@@ -134,7 +134,7 @@ def fill(template: str, labels: Mapping[str, str]) -> str | None:
     def replace(match: re.Match[str]) -> str:
         nonlocal missing
         value = labels.get(PLACEHOLDERS[match.group(1)], "")
-        if not _SAFE_VALUE.match(value):
+        if not _SAFE_VALUE.fullmatch(value):
             missing = True
             return match.group(0)
         return value

@@ -36,7 +36,7 @@ _ID = re.compile(r"^E?[2-9A-HJ-NP-Z]{6}$", re.IGNORECASE)
 
 
 def escalation_id(text: str) -> str:
-    if not _ID.match(text.strip()):
+    if not _ID.fullmatch(text.strip()):
         raise ValueError("an escalation id looks like E7K3Q2X (it is on the card in the thread)")
     text = text.strip().upper()
     return text if text.startswith("E") and len(text) == 7 else "E" + text
