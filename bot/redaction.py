@@ -65,7 +65,7 @@ _KNOWN_SHAPES = [
 # structure, not a value.
 _KEY_VALUE = re.compile(
     r"""(?P<key>(?<![A-Za-z0-9_.-])-{0,2}[A-Za-z_][A-Za-z0-9_.-]{0,80})(?P<q>["']?)(?P<sep>[ \t]*[=:][ \t]*|[ \t]+(?=\S))"""
-    r"""(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s,;&'"}\]]+)"""
+    r"""(?=(?P<value>"[^"\n]*"|'[^'\n]*'|[^\s,;&'"}\]]+))"""
 )
 
 
@@ -82,18 +82,37 @@ def looks_secret_value(value: str) -> bool:
     return bool(value) and redact(value) != value
 
 
-def _key_value(match: re.Match[str]) -> str:
+def _masked_value(match: re.Match[str]) -> str | None:
+    """The masked value for a KEY=value match, or None when it stays as it is."""
     key, sep = match.group("key"), match.group("sep")
     # "--password value" (space separated) only for flags; "Bearer x" is handled above.
     if "=" not in sep and ":" not in sep and not key.startswith("-"):
-        return match.group(0)
+        return None
     if not looks_secret_key(key):
-        return match.group(0)
+        return None
     value = match.group("value")
     if MASK in value or (value.startswith(("$(", "${")) and value.endswith((")", "}"))):
-        return match.group(0)  # already masked, or a reference to another variable
+        return None  # already masked, or a reference to another variable
     quote = value[0] if value[:1] in ("'", '"') else ""
-    return f"{key}{match.group('q')}{sep}{quote}{MASK}{quote}"
+    return f"{quote}{MASK}{quote}"
+
+
+def _mask_key_values(text: str) -> str:
+    # The value is only looked ahead at, not consumed, so a value that is itself a
+    # mapping ({'pairs': "{'DB_PASSWORD': 'x'}"}) is searched for keys as well.
+    out: list[str] = []
+    pos = 0
+    for match in _KEY_VALUE.finditer(text):
+        if match.start() < pos:
+            continue  # inside a value masked already
+        masked = _masked_value(match)
+        if masked is None:
+            continue
+        out.append(text[pos:match.end()])
+        out.append(masked)
+        pos = match.end() + len(match.group("value"))
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def redact(text: str) -> str:
@@ -108,7 +127,7 @@ def redact(text: str) -> str:
     text = _AUTH_HEADER.sub(lambda m: m.group(1) + MASK, text)
     text = _BEARER.sub(lambda m: m.group(1) + MASK, text)
     text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{MASK}", text)
-    return _KEY_VALUE.sub(_key_value, text)
+    return _mask_key_values(text)
 
 
 def redact_env_value(name: str, value: str) -> str:

@@ -84,7 +84,8 @@ class Dispatcher:
         try:
             invocation = parse_command(text, self.registry)
         except UserError as exc:
-            return self._finish(caller, "(unparsed)", text, OutcomeKind.USER_ERROR, exc.message, exc.usage)
+            # The message may quote what was typed: a pasted secret is masked in the answer too.
+            return self._finish(caller, "(unparsed)", text, OutcomeKind.USER_ERROR, redact(exc.message), exc.usage)
 
         proc = invocation.procedure
         role = self.roles.role_of(caller.user_id)
@@ -124,7 +125,7 @@ class Dispatcher:
             result = proc.run(context, invocation.args)
         except UserError as exc:
             return self._finish(
-                caller, proc.name, args_json, OutcomeKind.USER_ERROR, exc.message,
+                caller, proc.name, args_json, OutcomeKind.USER_ERROR, redact(exc.message),
                 exc.usage or f"Usage: `{proc.syntax}`", proc.risk,
             )
         except (BackendUnavailable, ConfigurationError) as exc:
