@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from bot.procedures.escalation import escalation_id
-from bot.validators import config_pairs, container_name, duration, image_reference, k8s_name, label_selector
+from bot.validators import (
+    config_pairs,
+    container_name,
+    duration,
+    image_reference,
+    k8s_name,
+    label_selector,
+)
 
 
 @pytest.mark.parametrize(("convert", "good"), [
