@@ -27,12 +27,13 @@ from bot.context import Caller
 from bot.core import Core
 from bot.errors import ConfigurationError
 from bot.events import BreakGlassUsed
+from bot.redaction import redact
 from bot.results import Result
 from bot.service import Outcome, OutcomeKind
 from bot.store.audit import AuditRecord
 from handlers.render_approvals import APPROVAL_ACTION, render_card
 from handlers.render_blocks import RUN_ACTION_ID, SlackMessage, render_problem, render_result
-from handlers.slack_text import slack_text_to_plain
+from handlers.slack_text import escape_mrkdwn, slack_text_to_plain
 
 log = logging.getLogger(__name__)
 # Errors that mean "the bot cannot post here", not "Slack is broken".
@@ -284,7 +285,8 @@ class SlackFrontend:
         self.web.chat_postMessage(
             channel=self.core.settings.aia_alert_channel,
             text=(f":rotating_light: *BREAK-GLASS* by <@{event.actor}>: `/aia {event.procedure}` ran without "
-                  f"a second person. Reason: {event.reason[:300]}. Marked in the audit log for review."),
+                  f"a second person. Reason: {escape_mrkdwn(redact(event.reason[:300]))}. Marked in the audit log "
+                  "for review."),
         )
 
     def refresh_cards(self, request_ids: list[str]) -> None:
