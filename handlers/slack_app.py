@@ -31,6 +31,7 @@ from bot.redaction import redact
 from bot.results import Result
 from bot.service import Outcome, OutcomeKind
 from bot.store.audit import AuditRecord
+from handlers.conversations import ConversationPolicy
 from handlers.render_approvals import APPROVAL_ACTION, render_card
 from handlers.render_blocks import RUN_ACTION_ID, SlackMessage, render_problem, render_result
 from handlers.slack_text import escape_mrkdwn, slack_text_to_plain
@@ -51,6 +52,7 @@ class SlackFrontend:
         if core.approvals is not None:
             core.approvals.team_id = self.team_id
         core.events.subscribe(BreakGlassUsed, self._announce_break_glass)
+        self.conversations = ConversationPolicy(core.settings, self.web, self.team_id)
         self.executor = ThreadPoolExecutor(
             max_workers=core.settings.aia_worker_threads, thread_name_prefix="aia-work"
         )
@@ -139,6 +141,19 @@ class SlackFrontend:
         ))
 
     # -- work after the ack (worker threads) -------------------------------
+    def _refused_here(self, caller: Caller, what: str, response_url: str | None) -> bool:
+        """True (and the person told, privately) when results may not be posted in this conversation."""
+        why = self.conversations.refusal(caller)
+        if why is None:
+            return False
+        self.core.audit.append(AuditRecord(actor=caller.user_id, action=what, outcome="refused",
+                                           detail=f"conversation {caller.channel_id}: {why}",
+                                           team_id=caller.team_id, channel_id=caller.channel_id))
+        self._ephemeral(SlackMessage(text=f":no_entry: {why}, so nothing was run here. `/aia` answers in "
+                                     f"{self.conversations.shown} and in your direct message with the bot."),
+                        caller, response_url)
+        return True
+
     def handle_slash(self, body: dict[str, Any]) -> None:
         text = slack_text_to_plain(str(body.get("text") or ""))
         caller = Caller(
@@ -146,6 +161,8 @@ class SlackFrontend:
             team_id=body.get("team_id"),
             channel_id=body.get("channel_id"),
         )
+        if self._refused_here(caller, "(command)", body.get("response_url")):
+            return
         outcome = self.core.dispatcher.handle(text, caller)
         self.deliver(outcome, text, caller, body.get("response_url"))
 
@@ -166,6 +183,8 @@ class SlackFrontend:
                                                channel_id=caller.channel_id))
             self._ephemeral(SlackMessage(text=":x: That button is malformed; run the command with `/aia` instead."),
                             caller, body.get("response_url"))
+            return
+        if self._refused_here(caller, "(button)", body.get("response_url")):
             return
         outcome = self.core.dispatcher.handle(command, caller)
         self.deliver(outcome, command, caller, body.get("response_url"), thread_ts=thread_ts)
