@@ -47,5 +47,9 @@ def escape_mrkdwn(text: str, placement: Placement = "text") -> str:
 
 
 def code_span(text: str) -> str:
-    """``text`` shown as inline code, escaped: for commands, queries, label values."""
-    return f"`{escape_mrkdwn(text, 'code')}`" if text else "_(empty)_"
+    """``text`` shown as inline code, escaped: for commands, queries, label values.
+
+    An inline span ends at a line break, so line breaks become spaces.
+    """
+    text = " ".join(str(text).splitlines())
+    return f"`{escape_mrkdwn(text, 'code')}`" if text.strip() else "_(empty)_"

@@ -21,11 +21,12 @@ from slack_sdk.models.blocks import (
 
 from bot.alerts.render import duration_text, lasted
 from bot.alerts.store import AlertView, GroupView
+from bot.mrkdwn import code_span
 from bot.outbox import OutMessage, Upload
 from bot.redaction import redact
 from bot.results import Result
 from bot.settings import Settings
-from handlers.render_blocks import MAX_BLOCKS, escape, escape_code, render_result
+from handlers.render_blocks import MAX_BLOCKS, escape, render_result
 
 PARENT_ALERTS = 10
 SEVERITY_ICON = {"critical": ":red_circle:", "page": ":red_circle:", "error": ":red_circle:",
@@ -108,7 +109,7 @@ class BlockKitAlertRenderer:
             mark = SEVERITY_ICON.get(alert.severity, ":large_blue_circle:") if alert.status == "firing" else RESOLVED_ICON
             when = alert.starts_at.strftime("%H:%M")
             end = f"–{alert.ends_at.strftime('%H:%M')}" if alert.ends_at and alert.status == "resolved" else ""
-            lines.append(f"{mark} *{escape(alert.alertname[:80])}* `{escape_code(_cut(redact(_labels_text(alert)), 160))}` {when}{end}")
+            lines.append(f"{mark} *{escape(alert.alertname[:80])}* {code_span(_cut(redact(_labels_text(alert)), 160))} {when}{end}")
         total = group.firing_count + group.resolved_count
         if total > len(lines):
             lines.append(f"_…and {total - len(lines)} more; all of them are listed in the thread._")

@@ -13,6 +13,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.approvals.service import ApprovalView
+from bot.mrkdwn import code_span
 from bot.redaction import redact
 from handlers.render_blocks import SECTION_LIMIT, escape, escape_code
 
@@ -44,7 +45,7 @@ def render_card(view: ApprovalView) -> tuple[str, list[dict]]:
         HeaderBlock(text=f"Approval needed: /aia {view.procedure}"[:150]),
         SectionBlock(text=MarkdownTextObject(text=(
             f"{STATUS_LINE.get(view.status, view.status)}\n*{escape(redact(view.summary))}*\n"
-            f"Requested by {who}: `/aia {escape_code(redact(view.command))[:300]}`"
+            f"Requested by {who}: {code_span(redact('/aia ' + view.command[:300]))}"
         )[:SECTION_LIMIT])),
     ]
     if view.warning:

@@ -20,7 +20,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.mrkdwn import escape_mrkdwn
+from bot.mrkdwn import code_span, escape_mrkdwn
 from bot.redaction import redact
 from bot.results import Action, Fields, Image, Preformatted, Result, Status, Table, Text
 from bot.service import Outcome, OutcomeKind
@@ -82,7 +82,7 @@ def render_result(result: Result, command: str, user_id: str, max_lines: int) ->
     blocks: list[Block] = [
         HeaderBlock(text=(result.title.strip() or "Result")[:150]),
         ContextBlock(
-            elements=[MarkdownTextObject(text=f"{ICON[result.status]} `/aia {escape_code(redact(command))[:200]}` · <@{user_id}>")]
+            elements=[MarkdownTextObject(text=f"{ICON[result.status]} {code_span(redact('/aia ' + command[:200]))} · <@{user_id}>")]
         ),
     ]
     uploads: list[Upload] = []
