@@ -61,6 +61,8 @@ class BotProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        self.process.kill()  # never leave an orphan server behind a failed start
+        self.process.wait(10)
         raise RuntimeError(f"aia-bot serve did not come up:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
