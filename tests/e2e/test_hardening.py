@@ -461,3 +461,29 @@ def test_forged_unsigned_break_glass_never_runs(hardened: Hardened) -> None:
     time.sleep(1)
     assert hardened.kube.get("Deployment", "aia-api-blue", NS)["spec"]["replicas"] == before
     assert not hardened.sql("SELECT 1 FROM audit_log WHERE detail LIKE '%%forged%%'")
+
+
+def test_alert_thread_rollback_button_names_the_live_colour(hardened: Hardened) -> None:
+    """After a switch green is live: the HighErrorRate thread's rollback button must say so."""
+    from tests.bot.alerts.payloads import alert, payload
+
+    kube = hardened.kube
+    service = copy.deepcopy(kube.get("Service", "aia-api", NS))
+    before = copy.deepcopy(service)
+    service["spec"]["selector"]["version"] = "green"
+    kube.put(service)
+    try:
+        body = payload([alert("HighErrorRate", severity="warning", pod="aia-api-green-x1")], group="LiveColourProbe")
+        answer = hardened.bot.http.post("/alertmanager", json=body, headers={"Authorization": f"Bearer {AM_TOKEN}"})
+        assert answer.status_code == 200, answer.text
+
+        def buttons() -> list[str]:
+            posted = [c.args for c in hardened.slack.calls_to("chat.postMessage") if "LiveColourProbe" in json.dumps(c.args)
+                      or "aia_run" in json.dumps(c.args)]
+            return re.findall(r"rollback aia-api-(?:blue|green)", json.dumps(posted))
+
+        found = hardened.slack.wait_for(buttons, timeout=60)
+        assert any("rollback aia-api-green" in v for v in found), found
+        assert not any("rollback aia-api-blue" in v for v in found), found
+    finally:
+        kube.put(before)

@@ -43,7 +43,7 @@ class BotProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.url, timeout=10)
 
-    def start(self, timeout: float = 30) -> BotProcess:
+    def start(self, timeout: float = 90) -> BotProcess:  # a loaded 2-core CI machine imports slowly
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [aia_bot_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
