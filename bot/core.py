@@ -62,7 +62,7 @@ def build_core(settings: Settings, config: BotConfigFile | None = None, run_migr
                 f"({type(exc).__name__}: {redact(str(exc).splitlines()[0][:200])})"
             ) from None
     sessions = make_sessionmaker(engine)
-    audit = AuditLog(sessions)
+    audit = AuditLog(sessions, settings.aia_audit_key.get_secret_value() if settings.aia_audit_key else None)
     web = None
     if settings.slack_bot_token is not None:
         web = make_web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)

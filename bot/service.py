@@ -55,6 +55,8 @@ class Outcome:
 
 def _arguments_json(invocation: Invocation) -> str:
     def plain(value: Any) -> Any:
+        if isinstance(value, dict):  # config set's KEY=VALUE pairs: kept as JSON so the audit can mask by key
+            return {str(k): plain(v) for k, v in value.items()}
         return value if isinstance(value, str | int | float | bool) or value is None else str(value)
 
     return json.dumps({k: plain(v) for k, v in invocation.args.items() if v not in (None, False)})
@@ -82,7 +84,8 @@ class Dispatcher:
         try:
             invocation = parse_command(text, self.registry)
         except UserError as exc:
-            return self._finish(caller, "(unparsed)", text, OutcomeKind.USER_ERROR, exc.message, exc.usage)
+            # The message may quote what was typed: a pasted secret is masked in the answer too.
+            return self._finish(caller, "(unparsed)", text, OutcomeKind.USER_ERROR, redact(exc.message), exc.usage)
 
         proc = invocation.procedure
         role = self.roles.role_of(caller.user_id)
@@ -107,7 +110,13 @@ class Dispatcher:
         )
         started = time.monotonic()
         args_json = _arguments_json(invocation)
-        destructive = proc.effective_risk(invocation.args) is RiskClass.DESTRUCTIVE
+        risk = proc.effective_risk(invocation.args)
+        destructive = risk is RiskClass.DESTRUCTIVE
+        if risk is RiskClass.WRITE and not self._intent(caller, proc.name, args_json, risk):
+            return self._finish(caller, proc.name, args_json, OutcomeKind.FAILED,
+                                "The audit log cannot be written right now, so nothing was run. Try again in a "
+                                "minute; if it persists, the bot's database needs attention.", None, risk,
+                                audit=False)
         try:
             if destructive:
                 if self.approvals is None:  # never run a destructive step without the rule
@@ -116,7 +125,7 @@ class Dispatcher:
             result = proc.run(context, invocation.args)
         except UserError as exc:
             return self._finish(
-                caller, proc.name, args_json, OutcomeKind.USER_ERROR, exc.message,
+                caller, proc.name, args_json, OutcomeKind.USER_ERROR, redact(exc.message),
                 exc.usage or f"Usage: `{proc.syntax}`", proc.risk,
             )
         except (BackendUnavailable, ConfigurationError) as exc:
@@ -147,6 +156,17 @@ class Dispatcher:
         return Outcome(kind=OutcomeKind.APPROVAL_REQUESTED, text=args_json, message=view.summary,
                        procedure=proc.name, approval=view)
 
+    def _intent(self, caller: Caller, action: str, arguments: str, risk: str) -> bool:
+        """Audit first: a write is on record before it runs; False (nothing may run) when it cannot be."""
+        try:
+            self.audit.append(AuditRecord(actor=caller.user_id, action=action, outcome="intent", arguments=arguments,
+                                          detail="about to run", team_id=caller.team_id,
+                                          channel_id=caller.channel_id, risk=str(risk)))
+        except Exception:  # noqa: BLE001 - any failure to record means: do not run
+            log.exception("could not write the audit intent for %s by %s; not running it", action, caller.user_id)
+            return False
+        return True
+
     def _finish(
         self,
         caller: Caller,
@@ -157,21 +177,15 @@ class Dispatcher:
         usage: str | None,
         risk: str | None = None,
         result: Result | None = None,
+        audit: bool = True,
     ) -> Outcome:
         COMMANDS.labels(action, kind.value).inc()
+        record = AuditRecord(actor=caller.user_id, action=action, outcome=kind.value, arguments=arguments,
+                             detail=message, team_id=caller.team_id, channel_id=caller.channel_id,
+                             risk=str(risk) if risk else None)
         try:
-            self.audit.append(
-                AuditRecord(
-                    actor=caller.user_id,
-                    action=action,
-                    outcome=kind.value,
-                    arguments=arguments,
-                    detail=message,
-                    team_id=caller.team_id,
-                    channel_id=caller.channel_id,
-                    risk=str(risk) if risk else None,
-                )
-            )
+            if audit:  # False: the intent could not be written, so neither will this
+                self.audit.append(record)
         except Exception:  # noqa: BLE001 - the answer still goes out; the gap is logged loudly
             log.exception("could not write the audit log entry for %s by %s", action, caller.user_id)
         return Outcome(

@@ -167,6 +167,37 @@ class Settings(BaseSettings):
     aia_escalation_workers: int = Field(8, ge=1, le=64, description="Threads per replica that fire steps and send pages.")
     # --- end issue #5 ----------------------------------------------------------
 
+    # --- Trust boundary ---------------------------------------------------------
+    aia_audit_key: SecretStr | None = Field(
+        None,
+        description="Key of the audit log's HMAC chain (32+ random bytes, e.g. `openssl rand -hex 32`, from "
+                    "Secret Manager). `aia-bot serve` refuses to start without it; `aia-bot audit verify` needs it.",
+    )
+    aia_max_request_bytes: int = Field(
+        1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024,
+        description="Largest body POST /slack/events and POST /alertmanager read (larger: 413, unread).",
+    )
+    aia_command_channels: str = Field(
+        "",
+        description="Comma-separated channel IDs or names where `/aia` answers, besides AIA_ALERT_CHANNEL "
+                    "(DMs of workspace members always; Slack Connect channels never).",
+    )
+    aia_refusal_audit_seconds: float = Field(
+        60.0, gt=0, le=3600,
+        description="Refused requests (bad signature, bad token) are counted; one audit row per source per this many seconds.",
+    )
+
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token", "alertmanager_webhook_token",
+                     "aia_audit_key", "smtp_password", "aia_paging_routing_key", mode="before")
+    @classmethod
+    def _blank_secret_is_missing(cls, value: object) -> object:
+        # An empty or whitespace secret is a mistake in a manifest, never a choice:
+        # treated as unset, so whatever needs it refuses to start instead of running open.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+    # --- end trust boundary -----------------------------------------------------
+
     @field_validator("slack_api_url")
     @classmethod
     def _api_url_ends_with_slash(cls, value: str) -> str:
@@ -200,7 +231,7 @@ class RolesConfig(BaseModel):
     @classmethod
     def _slack_ids(cls, value: list[str]) -> list[str]:
         for principal in value:
-            if not SLACK_PRINCIPAL.match(str(principal)):
+            if not SLACK_PRINCIPAL.fullmatch(str(principal)):
                 raise ValueError(
                     f"{principal!r} is not a Slack user ID (U…/W…) or user-group ID (S…)"
                 )

@@ -21,7 +21,7 @@ def duration(max_seconds: int) -> Callable[[str], int]:
     """``90s``, ``15m``, ``1h``, ``2d`` → seconds, bounded."""
 
     def convert(text: str) -> int:
-        match = _DURATION.match(text.strip().lower())
+        match = _DURATION.fullmatch(text.strip().lower())
         if not match:
             raise ValueError("use a number and a unit, like 30m, 1h or 2d")
         seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
@@ -43,7 +43,7 @@ def format_duration(seconds: float) -> str:
 
 
 def k8s_name(text: str) -> str:
-    if not _K8S_NAME.match(text):
+    if not _K8S_NAME.fullmatch(text):
         raise ValueError("a Kubernetes name is lowercase letters, digits, '-' and '.'")
     return text
 
@@ -51,7 +51,7 @@ def k8s_name(text: str) -> str:
 def label_selector(text: str) -> str:
     # Commas inside "in (a,b)" are not requirement separators.
     parts = re.split(r",(?![^()]*\))", text)
-    if not text or any(not _REQUIREMENT.match(part.strip()) for part in parts):
+    if not text or text != text.strip() or any(not _REQUIREMENT.fullmatch(part.strip()) for part in parts):
         raise ValueError("use key=value, key!=value, key in (a,b) or key, joined by commas")
     return text
 
@@ -86,7 +86,7 @@ def promql(text: str) -> str:
 
 
 def container_name(text: str) -> str:
-    if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", text):
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", text):
         raise ValueError("a container name is lowercase letters, digits and '-'")
     return text
 
@@ -101,7 +101,7 @@ _IMAGE = re.compile(
 
 
 def image_reference(text: str) -> str:
-    match = _IMAGE.match(text)
+    match = _IMAGE.fullmatch(text)
     if not match or len(text) > 255:
         raise ValueError("an image is like gcr.io/a-467519/aia-system:v1.5.0")
     if not match.group("tag") and not match.group("digest"):
@@ -128,7 +128,7 @@ def config_pairs(text: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for item in text.split():
         key, eq, value = item.partition("=")
-        if not eq or not _CONFIG_KEY.match(key):
+        if not eq or not _CONFIG_KEY.fullmatch(key):
             raise ValueError(f"`{item[:40]}` is not KEY=VALUE (KEY is letters, digits, _ . -)")
         if key in pairs:
             raise ValueError(f"{key} is given twice")

@@ -1,6 +1,7 @@
 """`POST /alertmanager`: Alertmanager's webhook (version 4 payload).
 
-Answers fast: check the bearer token, parse, store the body in the alert inbox (one
+Answers fast: check the bearer token (none configured: alert intake is off and every
+request is answered 503, so nothing unauthenticated is ever stored), parse, store the body in the alert inbox (one
 INSERT) — no Slack, Prometheus or Kubernetes call, and no folding into groups, on this
 path. Status codes say what Alertmanager should do: 2xx done (duplicates included), 4xx
 do not retry (bad token, bad payload: audited, nothing stored), 503 retry (the database is
@@ -23,9 +24,9 @@ from starlette.responses import JSONResponse, Response
 from bot.alerts.payload import PayloadError, parse_payload
 from bot.core import Core
 from bot.store.audit import AuditRecord
+from handlers.request_guard import RefusalSampler
 
 log = logging.getLogger(__name__)
-MAX_BODY_BYTES = 10 * 1024 * 1024
 ACTOR = "alertmanager"
 
 REQUESTS = Counter("aia_bot_alertmanager_requests_total", "Alertmanager webhook requests", ["outcome"])
@@ -36,12 +37,15 @@ LATENCY = Histogram(
 
 
 class AlertmanagerWebhook:
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, refusals: RefusalSampler | None = None) -> None:
         self.core = core
+        self.refusals = refusals or RefusalSampler(core.audit, core.settings.aia_refusal_audit_seconds)
+        self.max_body_bytes = core.settings.aia_max_request_bytes
         token = core.settings.alertmanager_webhook_token
         self._token = token.get_secret_value().encode() if token is not None else None
         if self._token is None:
-            log.warning("ALERTMANAGER_WEBHOOK_TOKEN is not set: POST /alertmanager accepts anyone")
+            log.warning("alert intake is OFF: ALERTMANAGER_WEBHOOK_TOKEN is not set, so POST /alertmanager "
+                        "answers 503 to everyone. Set the token here and in Alertmanager's http_config.")
 
     async def handle(self, request: Request) -> Response:
         started = time.monotonic()
@@ -51,20 +55,27 @@ class AlertmanagerWebhook:
             LATENCY.observe(time.monotonic() - started)
 
     async def _handle(self, request: Request) -> Response:
+        client = request.client.host if request.client else "?"
+        if self._token is None:
+            REQUESTS.labels("intake_off").inc()
+            await self.refusals.refused("/alertmanager", client, "alert intake is off (no ALERTMANAGER_WEBHOOK_TOKEN)",
+                                        actor=ACTOR)
+            return JSONResponse({"error": "alert intake is off: ALERTMANAGER_WEBHOOK_TOKEN is not configured"},
+                                status_code=503)
         refusal = self._check_token(request.headers.get("authorization"))
         if refusal is not None:
-            await self._audit("refused", refusal, request)
+            # A flood of bad tokens is counted and sampled, never one audit row each.
+            await self.refusals.refused("/alertmanager", client, refusal, actor=ACTOR)
             REQUESTS.labels("unauthorized").inc()
             return JSONResponse({"error": "unauthorized"}, status_code=401,
                                 headers={"WWW-Authenticate": 'Bearer realm="alertmanager"'})
-        # Refuse an oversized body by its declared length before reading it into memory.
-        declared = request.headers.get("content-length", "")
-        too_large = declared.isdigit() and int(declared) > MAX_BODY_BYTES
-        body = b"" if too_large else await request.body()
-        if too_large or len(body) > MAX_BODY_BYTES:
-            await self._audit("user_error", f"body of {declared or len(body)} bytes is over the limit", request)
+        # The body limit and UTF-8 check ran before this route (handlers.request_guard); this
+        # second check covers the route when it is mounted without the middleware.
+        body = await request.body()
+        if len(body) > self.max_body_bytes:
+            await self._audit("user_error", f"body of {len(body)} bytes is over the limit", request)
             REQUESTS.labels("too_large").inc()
-            return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+            return JSONResponse({"error": f"body over {self.max_body_bytes} bytes"}, status_code=413)
         try:
             payload = parse_payload(body)
         except PayloadError as exc:
@@ -88,7 +99,7 @@ class AlertmanagerWebhook:
     def _check_token(self, header: str | None) -> str | None:
         """None when the request may pass; else why not (never the token itself)."""
         if self._token is None:
-            return None
+            return "alert intake is off"
         if not header:
             return "no bearer token"
         scheme, _, value = header.partition(" ")

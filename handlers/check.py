@@ -33,10 +33,22 @@ def run_check(out: Callable[[str], None] = print) -> int:
         f"viewer {len(roles.viewer)}, operator {len(roles.operator)}, approver {len(roles.approver)}, "
         f"admin {len(roles.admin)}" + ("" if settings.aia_bot_config else " (no AIA_BOT_CONFIG: nobody may run anything)"),
     )
+    # Blank values count as missing (bot.settings): these lines fail closed, as `serve` does.
     for name in ("slack_bot_token", "slack_signing_secret"):
         if getattr(settings, name) is None:
-            line("FAIL", name.upper(), "not set (needed by `aia-bot serve`)")
+            line("FAIL", name.upper(), "not set or blank: `aia-bot serve` refuses to start (requests "
+                 "could not be verified)" if name == "slack_signing_secret" else "not set or blank (needed by `aia-bot serve`)")
             failures += 1
+    if settings.aia_audit_key is None:
+        line("FAIL", "AIA_AUDIT_KEY", "not set or blank: `aia-bot serve` refuses to start and "
+             "`aia-bot audit verify` cannot check the chain")
+        failures += 1
+    else:
+        line("ok", "audit key", "set (HMAC chain)")
+    if settings.alertmanager_webhook_token is None:
+        line("warn", "alert intake", "OFF: ALERTMANAGER_WEBHOOK_TOKEN is not set, POST /alertmanager answers 503")
+    else:
+        line("ok", "alert intake", "on (bearer token required)")
 
     from bot.core import build_core
 

@@ -91,13 +91,34 @@ def _audit_verify(args: argparse.Namespace) -> int:
     from bot.settings import load_settings
 
     core = build_core(load_settings())
-    problems = core.audit.verify()
-    if problems:
+    if not core.audit.keyed:
+        print("audit log: AIA_AUDIT_KEY is not set: keyed entries cannot be checked, only their order")
+    report = core.audit.verify_report()
+    for note in report.notes:
+        print(f"note: {note}")
+    if report.problems:
         print("audit log: BROKEN")
-        for problem in problems:
+        for problem in report.problems:
             print(f"  {problem}")
         return 1
-    print("audit log: intact")
+    if not core.audit.keyed and report.keyed:
+        print("audit log: NOT VERIFIED (no key)")
+        return 2
+    print(f"audit log: intact ({report.keyed} keyed, {report.unkeyed} unkeyed entries)")
+    return 0
+
+
+def _audit_rekey(args: argparse.Namespace) -> int:
+    from bot.core import build_core
+    from bot.settings import load_settings
+
+    core = build_core(load_settings())
+    try:
+        changed = core.audit.rekey()
+    except ValueError as exc:
+        print(f"audit log: not re-keyed: {exc}")
+        return 1
+    print(f"audit log: {changed} entries re-chained with AIA_AUDIT_KEY")
     return 0
 
 
@@ -137,7 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     console.set_defaults(func=_console)
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser("verify", help="check the hash chain").set_defaults(func=_audit_verify)
+    audit_sub.add_parser("verify", help="check the HMAC chain (needs AIA_AUDIT_KEY)").set_defaults(func=_audit_verify)
+    audit_sub.add_parser("rekey", help="key the unkeyed entries written before AIA_AUDIT_KEY existed"
+                         ).set_defaults(func=_audit_rekey)
     docs = sub.add_parser("docs", help="regenerate docs/{coverage,procedures,configuration}.md from the code")
     docs.add_argument("--runbook", default="docs/RUNBOOK.md")
     docs.add_argument("--out", default="docs")

@@ -12,6 +12,7 @@ Slack on its own (pages, DMs, thread notes) is printed after each command.
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -91,6 +92,8 @@ class Sandbox:
             "DATABASE_URL": f"sqlite:///{self.dir.name}/aia-bot.db",
             "KUBECONFIG": self.kubeconfig,
             "AIA_ALERT_CHANNEL": SANDBOX_CHANNEL,
+            # A throwaway database gets a throwaway key: the audit chain is keyed here as in production.
+            "AIA_AUDIT_KEY": secrets.token_hex(32),
         }
         if os.environ.get("PROMETHEUS_URL"):
             env["PROMETHEUS_URL"] = os.environ["PROMETHEUS_URL"]

@@ -21,6 +21,7 @@ from slack_sdk.models.blocks import (
 
 from bot.alerts.render import duration_text, lasted
 from bot.alerts.store import AlertView, GroupView
+from bot.mrkdwn import code_span
 from bot.outbox import OutMessage, Upload
 from bot.redaction import redact
 from bot.results import Result
@@ -97,7 +98,7 @@ class BlockKitAlertRenderer:
             context += f" · Alertmanager left out {group.truncated_alerts} alerts"
         if context:
             blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_cut(context, 2900))]))
-        text = f"{'FIRING' if group.firing else 'RESOLVED'} [{group.severity}] {group.title}: " \
+        text = f"{'FIRING' if group.firing else 'RESOLVED'} [{escape(group.severity)}] {escape(group.title)}: " \
                f"{group.firing_count} firing, {group.resolved_count} resolved"
         return OutMessage(text=_cut(text, 3000), blocks=[b.to_dict() for b in blocks[:MAX_BLOCKS]])
 
@@ -108,7 +109,7 @@ class BlockKitAlertRenderer:
             mark = SEVERITY_ICON.get(alert.severity, ":large_blue_circle:") if alert.status == "firing" else RESOLVED_ICON
             when = alert.starts_at.strftime("%H:%M")
             end = f"–{alert.ends_at.strftime('%H:%M')}" if alert.ends_at and alert.status == "resolved" else ""
-            lines.append(f"{mark} *{escape(alert.alertname)[:80]}* `{escape(_cut(_labels_text(alert), 160))}` {when}{end}")
+            lines.append(f"{mark} *{escape(alert.alertname[:80])}* {code_span(_cut(redact(_labels_text(alert)), 160))} {when}{end}")
         total = group.firing_count + group.resolved_count
         if total > len(lines):
             lines.append(f"_…and {total - len(lines)} more; all of them are listed in the thread._")
@@ -125,7 +126,7 @@ class BlockKitAlertRenderer:
         if len(blocks) > 1:
             blocks[1] = note  # render_result's second block names a command and a user: not here
         uploads = [Upload(u.filename, u.content, u.title) for u in rendered.uploads]
-        return OutMessage(text=_cut(f"{result.title}", 3000), blocks=blocks, uploads=uploads)
+        return OutMessage(text=_cut(escape(result.title), 3000), blocks=blocks, uploads=uploads)
 
     # -- storms ----------------------------------------------------------------------------
     def storm(self, waiting: int, critical: int, posted: int, started: float | None) -> OutMessage:

@@ -13,7 +13,9 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.approvals.service import ApprovalView
-from handlers.render_blocks import SECTION_LIMIT, escape
+from bot.mrkdwn import code_span
+from bot.redaction import redact
+from handlers.render_blocks import SECTION_LIMIT, escape, escape_code
 
 APPROVAL_ACTION = "aia_approval"
 STATUS_LINE = {
@@ -30,7 +32,7 @@ STATUS_LINE = {
 
 
 def _code(text: str, limit: int = SECTION_LIMIT - 40) -> str:
-    text = escape(text).replace("```", "'''")
+    text = escape_code(redact(text))
     if len(text) > limit:
         text = text[: limit - 20] + "\n… (cut)"
     return f"```{text}```"
@@ -42,12 +44,12 @@ def render_card(view: ApprovalView) -> tuple[str, list[dict]]:
     blocks: list[Block] = [
         HeaderBlock(text=f"Approval needed: /aia {view.procedure}"[:150]),
         SectionBlock(text=MarkdownTextObject(text=(
-            f"{STATUS_LINE.get(view.status, view.status)}\n*{escape(view.summary)}*\n"
-            f"Requested by {who}: `/aia {escape(view.command)[:300]}`"
+            f"{STATUS_LINE.get(view.status, view.status)}\n*{escape(redact(view.summary))}*\n"
+            f"Requested by {who}: {code_span(redact('/aia ' + view.command[:300]))}"
         )[:SECTION_LIMIT])),
     ]
     if view.warning:
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":warning: {escape(view.warning)}"[:SECTION_LIMIT])))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f":warning: {escape(redact(view.warning))}"[:SECTION_LIMIT])))
     blocks.append(SectionBlock(text=MarkdownTextObject(text="*Preview (server-side dry run)*\n" + _code(view.preview))))
     context = (f"Request `{view.id}` · approvals {len(view.approvals)}/{view.required_approvals} ({approvals}) · "
                f"expires <!date^{int(view.expires_at.timestamp())}^{{time}}|{view.expires_at:%H:%M UTC}>")
@@ -55,12 +57,12 @@ def render_card(view: ApprovalView) -> tuple[str, list[dict]]:
         context += f" · decided by <@{view.decided_by}>"
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=context[:2000])]))
     if view.result and view.status in ("executed", "failed", "stale", "expired"):
-        blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Result:* {escape(view.result)}"[:SECTION_LIMIT])))
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Result:* {escape(redact(view.result))}"[:SECTION_LIMIT])))
     if view.status == "pending":
         blocks.append(ActionsBlock(block_id=f"approval-{view.id}", elements=[
             ButtonElement(text="Approve", action_id=f"{APPROVAL_ACTION}:approve", value=view.id, style="primary"),
             ButtonElement(text="Deny", action_id=f"{APPROVAL_ACTION}:deny", value=view.id, style="danger"),
             ButtonElement(text="Cancel", action_id=f"{APPROVAL_ACTION}:cancel", value=view.id),
         ]))
-    text = f"Approval {view.status}: /aia {view.command}"[:3000]
+    text = escape(redact(f"Approval {view.status}: /aia {view.command}"))[:3000]
     return text, [b.to_dict() for b in blocks]

@@ -20,6 +20,8 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.mrkdwn import code_span, escape_mrkdwn
+from bot.redaction import redact
 from bot.results import Action, Fields, Image, Preformatted, Result, Status, Table, Text
 from bot.service import Outcome, OutcomeKind
 from handlers.render_text import table_text
@@ -47,8 +49,13 @@ class SlackMessage:
 
 
 def escape(text: str) -> str:
-    """Slack mrkdwn needs &, < and > escaped, or <!channel> in a log line would ping everyone."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text from a person, an alert or a backend, placed in mrkdwn: no pings, links or formatting."""
+    return escape_mrkdwn(text)
+
+
+def escape_code(text: str) -> str:
+    """The same, for inside a code span or block (formatting characters are inert there)."""
+    return escape_mrkdwn(text, "code")
 
 
 def _code(text: str, max_lines: int) -> tuple[str, bool]:
@@ -59,12 +66,13 @@ def _code(text: str, max_lines: int) -> tuple[str, bool]:
         shown = shown[-CODE_LIMIT:]
         shown = shown.split("\n", 1)[-1] if "\n" in shown else shown
         cut = True
-    return "```" + escape(shown).replace("```", "'''")[: CODE_LIMIT] + "```", cut
+    return "```" + escape_code(redact(shown))[: CODE_LIMIT] + "```", cut
 
 
 def _section(text: str) -> SectionBlock:
-    # Slack rejects an empty section text.
-    text = text if text.strip() else "_(empty)_"
+    # Slack rejects an empty section text. Procedures write this mrkdwn (escaping what they
+    # quote); what a backend said may still hold a credential.
+    text = redact(text) if text.strip() else "_(empty)_"
     if len(text) > SECTION_LIMIT:
         text = text[: SECTION_LIMIT - 1] + "…"
     return SectionBlock(text=MarkdownTextObject(text=text))
@@ -74,7 +82,7 @@ def render_result(result: Result, command: str, user_id: str, max_lines: int) ->
     blocks: list[Block] = [
         HeaderBlock(text=(result.title.strip() or "Result")[:150]),
         ContextBlock(
-            elements=[MarkdownTextObject(text=f"{ICON[result.status]} `/aia {escape(command)[:200]}` · <@{user_id}>")]
+            elements=[MarkdownTextObject(text=f"{ICON[result.status]} {code_span(redact('/aia ' + command[:200]))} · <@{user_id}>")]
         ),
     ]
     uploads: list[Upload] = []
@@ -85,7 +93,7 @@ def render_result(result: Result, command: str, user_id: str, max_lines: int) ->
             for start in range(0, len(part.pairs), 10):
                 chunk = part.pairs[start : start + 10]
                 blocks.append(SectionBlock(fields=[
-                    MarkdownTextObject(text=f"*{escape(k)}*\n{escape(v)}"[:2000]) for k, v in chunk
+                    MarkdownTextObject(text=f"*{escape_mrkdwn(k, 'markup')}*\n{escape_mrkdwn(redact(v), 'markup')}"[:2000]) for k, v in chunk
                 ]))
         elif isinstance(part, Table):
             heading = f"*{escape(part.title)}*\n" if part.title else ""
@@ -96,7 +104,7 @@ def render_result(result: Result, command: str, user_id: str, max_lines: int) ->
             code, cut = _code(full, max_lines + 1)  # +1: the header line
             if cut:
                 name = (part.title or result.title).lower().replace(" ", "-")[:40]
-                uploads.append(Upload(f"{name}.txt", full.encode(), part.title or result.title))
+                uploads.append(Upload(f"{name}.txt", redact(full).encode(), part.title or result.title))
                 heading += f"_{len(part.rows)} rows; the first ones below, all of them in the thread._\n"
                 code, _ = _code("\n".join(full.splitlines()[: max_lines + 1]), max_lines + 1)
             blocks.append(_section(heading + code))
@@ -104,7 +112,7 @@ def render_result(result: Result, command: str, user_id: str, max_lines: int) ->
             heading = f"*{escape(part.title)}*\n" if part.title else ""
             code, cut = _code(part.text, max_lines)
             if cut:
-                uploads.append(Upload(part.filename, part.text.encode(), part.title or result.title))
+                uploads.append(Upload(part.filename, redact(part.text).encode(), part.title or result.title))
                 heading += f"_{len(part.text.splitlines())} lines; the last ones below, all of them in the thread._\n"
             blocks.append(_section(heading + code))
         elif isinstance(part, Image):
@@ -116,7 +124,8 @@ def render_result(result: Result, command: str, user_id: str, max_lines: int) ->
     if len(blocks) > MAX_BLOCKS:
         blocks = blocks[: MAX_BLOCKS - 1] + [_section("_Output cut to fit one message._")]
     text = f"{result.title}: {result.summary}" if result.summary else result.title
-    return SlackMessage(text=text[:3000], blocks=[b.to_dict() for b in blocks], uploads=uploads)
+    # The fallback text is what notifications show, and Slack parses it: escaped as well.
+    return SlackMessage(text=escape(redact(text))[:3000], blocks=[b.to_dict() for b in blocks], uploads=uploads)
 
 
 def _button(action: Action, index: int) -> ButtonElement:
@@ -132,7 +141,7 @@ def _button(action: Action, index: int) -> ButtonElement:
 
 def render_problem(outcome: Outcome) -> SlackMessage:
     icon = {OutcomeKind.REFUSED: ":no_entry:", OutcomeKind.FAILED: ":warning:"}.get(outcome.kind, ":x:")
-    text = f"{icon} {outcome.message}"
+    text = f"{icon} {redact(outcome.message)}"
     if outcome.usage:
         text += f"\n{outcome.usage}"
     return SlackMessage(text=text[:3000], blocks=[_section(text).to_dict()])

@@ -82,7 +82,7 @@ class BlockKitEscalationRenderer:
         buttons = card_buttons(view)
         if buttons:
             blocks.append(ActionsBlock(elements=buttons))
-        text = f"{title}: {view.title} · {status_line(view)}"
+        text = f"{title}: {escape(view.title)} · {status_line(view)}"
         return SlackMessageOut(text=text[:3000], blocks=[b.to_dict() for b in blocks])
 
     def note(self, text: str, tone: str) -> SlackMessageOut:

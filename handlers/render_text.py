@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.redaction import redact
 from bot.results import Fields, Image, Preformatted, Result, Table, Text
 
 STATUS_MARK = {"ok": "[OK]", "info": "[i]", "warning": "[!]", "critical": "[!!]"}
@@ -38,4 +39,5 @@ def render_text(result: Result, files_dir: str | None = None) -> tuple[str, list
             out.append(f"[graph: {part.title} -> {part.filename}]")
     if result.actions:
         out.append("Buttons: " + "  ".join(f"[{i + 1}] {a.label}" for i, a in enumerate(result.actions)))
-    return "\n".join(out), files
+    # The terminal is a screen too: the same redaction as Slack.
+    return redact("\n".join(out)), files

@@ -25,13 +25,16 @@ from slack_sdk.webhook import WebhookClient
 from bot.approvals.service import ApprovalStoreUnavailable
 from bot.context import Caller
 from bot.core import Core
+from bot.errors import ConfigurationError
 from bot.events import BreakGlassUsed
+from bot.redaction import redact
 from bot.results import Result
 from bot.service import Outcome, OutcomeKind
 from bot.store.audit import AuditRecord
+from handlers.conversations import ConversationPolicy
 from handlers.render_approvals import APPROVAL_ACTION, render_card
 from handlers.render_blocks import RUN_ACTION_ID, SlackMessage, render_problem, render_result
-from handlers.slack_text import slack_text_to_plain
+from handlers.slack_text import escape_mrkdwn, slack_text_to_plain
 
 log = logging.getLogger(__name__)
 # Errors that mean "the bot cannot post here", not "Slack is broken".
@@ -49,6 +52,7 @@ class SlackFrontend:
         if core.approvals is not None:
             core.approvals.team_id = self.team_id
         core.events.subscribe(BreakGlassUsed, self._announce_break_glass)
+        self.conversations = ConversationPolicy(core.settings, self.web, self.team_id)
         self.executor = ThreadPoolExecutor(
             max_workers=core.settings.aia_worker_threads, thread_name_prefix="aia-work"
         )
@@ -63,12 +67,15 @@ class SlackFrontend:
         barrier.wait(10)
 
     # -- the Bolt app --------------------------------------------------------
-    def build_app(self) -> AsyncApp:
+    def build_app(self, http: bool = False) -> AsyncApp:
         settings = self.core.settings
         assert settings.slack_bot_token is not None
         token = settings.slack_bot_token.get_secret_value()
-        # Socket Mode has no signed HTTP requests; HTTP mode refuses to start without the secret.
+        # Socket Mode has no signed HTTP requests (Slack's websocket is authenticated by the
+        # app token). HTTP mode verifies every request, with no way to switch that off.
         signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+        if http and not signing_secret:
+            raise ConfigurationError("SLACK_SIGNING_SECRET is not set (or blank); HTTP mode needs it")
 
         async def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult | None:
             # The auth.test answer was fetched once at start-up: no Slack call on the ack path.
@@ -87,7 +94,7 @@ class SlackFrontend:
 
         app = AsyncApp(
             signing_secret=signing_secret,
-            request_verification_enabled=signing_secret is not None,
+            request_verification_enabled=http or signing_secret is not None,
             client=AsyncWebClient(token=token, base_url=settings.slack_api_url),
             authorize=authorize,  # type: ignore[arg-type]  # None refuses, as Bolt expects
             raise_error_for_unhandled_request=False,
@@ -134,6 +141,19 @@ class SlackFrontend:
         ))
 
     # -- work after the ack (worker threads) -------------------------------
+    def _refused_here(self, caller: Caller, what: str, response_url: str | None) -> bool:
+        """True (and the person told, privately) when results may not be posted in this conversation."""
+        why = self.conversations.refusal(caller)
+        if why is None:
+            return False
+        self.core.audit.append(AuditRecord(actor=caller.user_id, action=what, outcome="refused",
+                                           detail=f"conversation {caller.channel_id}: {why}",
+                                           team_id=caller.team_id, channel_id=caller.channel_id))
+        self._ephemeral(SlackMessage(text=f":no_entry: {why}, so nothing was run here. `/aia` answers in "
+                                     f"{self.conversations.shown} and in your direct message with the bot."),
+                        caller, response_url)
+        return True
+
     def handle_slash(self, body: dict[str, Any]) -> None:
         text = slack_text_to_plain(str(body.get("text") or ""))
         caller = Caller(
@@ -141,6 +161,8 @@ class SlackFrontend:
             team_id=body.get("team_id"),
             channel_id=body.get("channel_id"),
         )
+        if self._refused_here(caller, "(command)", body.get("response_url")):
+            return
         outcome = self.core.dispatcher.handle(text, caller)
         self.deliver(outcome, text, caller, body.get("response_url"))
 
@@ -161,6 +183,8 @@ class SlackFrontend:
                                                channel_id=caller.channel_id))
             self._ephemeral(SlackMessage(text=":x: That button is malformed; run the command with `/aia` instead."),
                             caller, body.get("response_url"))
+            return
+        if self._refused_here(caller, "(button)", body.get("response_url")):
             return
         outcome = self.core.dispatcher.handle(command, caller)
         self.deliver(outcome, command, caller, body.get("response_url"), thread_ts=thread_ts)
@@ -280,7 +304,8 @@ class SlackFrontend:
         self.web.chat_postMessage(
             channel=self.core.settings.aia_alert_channel,
             text=(f":rotating_light: *BREAK-GLASS* by <@{event.actor}>: `/aia {event.procedure}` ran without "
-                  f"a second person. Reason: {event.reason[:300]}. Marked in the audit log for review."),
+                  f"a second person. Reason: {escape_mrkdwn(redact(event.reason[:300]))}. Marked in the audit log "
+                  "for review."),
         )
 
     def refresh_cards(self, request_ids: list[str]) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 
+from bot.mrkdwn import code_span, escape_mrkdwn
+
+__all__ = ["code_span", "escape_mrkdwn", "slack_text_to_plain"]
+
 _LABELLED = re.compile(r"<([^<>|]+)\|([^<>]*)>")
 _BARE = re.compile(r"<([^<>|]+)>")
 

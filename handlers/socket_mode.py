@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 def run_socket_mode() -> int:
     from handlers.cli import start_frontend
 
-    frontend = start_frontend(("slack_bot_token", "slack_app_token"), "aia-bot socket")
+    # The audit chain is keyed in every Slack mode (docs/security.md).
+    frontend = start_frontend(("slack_bot_token", "slack_app_token", "aia_audit_key"), "aia-bot socket")
     settings = frontend.core.settings
     assert settings.slack_app_token is not None
     app_token = settings.slack_app_token.get_secret_value()

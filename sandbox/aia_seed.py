@@ -421,6 +421,26 @@ def _seed_ingress(server: FakeKubeAPIServer, namespace: str, created: datetime) 
         },
         "status": {"loadBalancer": {"ingress": [{"ip": "34.117.62.201"}]}},
     })
+    # The runbook's HPA (2 to 5 replicas), a PDB and a NetworkPolicy: what rebuilds the namespace.
+    server.put({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "aia-api-blue", "namespace": namespace, "creationTimestamp": _ts(created)},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "aia-api-blue"},
+                 "minReplicas": 2, "maxReplicas": 5,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                     "type": "Utilization", "averageUtilization": 70}}}]},
+    })
+    server.put({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "aia-api", "namespace": namespace, "creationTimestamp": _ts(created)},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "aia-api"}}},
+    })
+    server.put({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "aia-api-ingress", "namespace": namespace, "creationTimestamp": _ts(created)},
+        "spec": {"podSelector": {"matchLabels": {"app": "aia-api"}}, "policyTypes": ["Ingress"],
+                 "ingress": [{"ports": [{"port": 8000, "protocol": "TCP"}]}]},
+    })
 
 
 def _pods(server: FakeKubeAPIServer, namespace: str, selector: str) -> list[Obj]:

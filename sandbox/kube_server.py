@@ -135,6 +135,13 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", True),
     _Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding",
               True),
+    # What a configuration backup re-applies besides the workloads (issue #9).
+    _Resource("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler",
+              "HorizontalPodAutoscaler", True, ("hpa",), ("status",), has_status=True),
+    _Resource("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True,
+              ("pdb",), ("status",), has_status=True),
+    _Resource("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", True,
+              ("netpol",)),
     _Resource("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", True, ("ing",),
               ("status",), has_status=True),
     _Resource("metrics.k8s.io", "v1beta1", "pods", "", "PodMetrics", True, virtual=True),

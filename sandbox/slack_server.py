@@ -174,6 +174,7 @@ class _Channel:
     members: list[str]
     bot_is_member: bool
     is_im: bool = False
+    ext_shared: bool = False  # a Slack Connect channel, shared with another organisation
 
 
 @dataclass
@@ -635,7 +636,8 @@ class FakeSlackServer:
             self._usergroups[group_id] = (handle, list(user_ids))
 
     def add_channel(
-        self, channel_id: str, name: str, members: Iterable[str] = (), *, bot_is_member: bool = True
+        self, channel_id: str, name: str, members: Iterable[str] = (), *, bot_is_member: bool = True,
+        ext_shared: bool = False,
     ) -> None:
         with self._lock:
             self._channels[channel_id] = _Channel(
@@ -643,6 +645,7 @@ class FakeSlackServer:
                 name=name.lstrip("#"),
                 members=list(members),
                 bot_is_member=bot_is_member,
+                ext_shared=ext_shared,
             )
 
     def new_response_url(
@@ -880,6 +883,8 @@ class FakeSlackServer:
         if name in self._users:
             # Posting to a user ID lands in the bot's DM with that user, as on Slack.
             return self._dm_channel(name)
+        if name.startswith("D") and ("U" + name[1:]) in self._users:
+            return self._dm_channel("U" + name[1:])  # the DM's own id, before anything was posted in it
         bare = name.lstrip("#")
         for channel in self._channels.values():
             if channel.name == bare and not channel.is_im:
@@ -1011,6 +1016,8 @@ class FakeSlackServer:
             "is_archived": False,
             "is_member": channel.bot_is_member,
             "num_members": len(channel.members),
+            "is_shared": channel.ext_shared,
+            "is_ext_shared": channel.ext_shared,
         }
 
     # ----------------------------------------------------------------- API methods

@@ -87,6 +87,8 @@ def bot_env(tmp_path: Path, kube, slack: FakeSlackServer) -> dict[str, str]:
         "DATABASE_URL": f"sqlite:///{tmp_path}/aia-bot.db",
         "KUBECONFIG": kubeconfig,
         "AIA_NAMESPACE": "aia-production",
+        "AIA_AUDIT_KEY": "test-audit-key-0123456789abcdef",
+        "ALERTMANAGER_WEBHOOK_TOKEN": "test-alertmanager-token-0123",
     }
 
 

@@ -338,18 +338,33 @@ class KubeGateway:
         return 200, text[:500]
 
     def list_for_backup(self) -> dict[str, list[Obj]]:
-        """The namespace's configuration, for `/aia config backup` (Secrets still hold data here)."""
+        """What rebuilds the namespace, for `/aia config backup`, in the order it is re-applied.
+
+        Secrets are not read at all: they come back from Secret Manager through the
+        ExternalSecret (and the bot needs no right to read them for a backup).
+        """
         ns = self.namespace
         rbac = client.RbacAuthorizationV1Api(self.api_client)
         networking = client.NetworkingV1Api(self.api_client)
+        autoscaling = client.AutoscalingV2Api(self.api_client)
+        policy = client.PolicyV1Api(self.api_client)
+
+        def custom(group: str, version: str, plural: str) -> Any:
+            return lambda namespace, **kw: self.custom.list_namespaced_custom_object(
+                group, version, namespace, plural, **kw)
+
         sources: dict[str, Any] = {
-            "Deployment": self.apps.list_namespaced_deployment,
-            "Service": self.core.list_namespaced_service,
-            "ConfigMap": self.core.list_namespaced_config_map,
-            "Secret": self.core.list_namespaced_secret,
-            "Ingress": networking.list_namespaced_ingress,
+            "ServiceAccount": self.core.list_namespaced_service_account,
             "Role": rbac.list_namespaced_role,
             "RoleBinding": rbac.list_namespaced_role_binding,
-            "ServiceAccount": self.core.list_namespaced_service_account,
+            "ConfigMap": self.core.list_namespaced_config_map,
+            "SecretStore": custom("external-secrets.io", "v1beta1", "secretstores"),
+            "ExternalSecret": custom("external-secrets.io", "v1beta1", "externalsecrets"),
+            "Deployment": self.apps.list_namespaced_deployment,
+            "Service": self.core.list_namespaced_service,
+            "HorizontalPodAutoscaler": autoscaling.list_namespaced_horizontal_pod_autoscaler,
+            "PodDisruptionBudget": policy.list_namespaced_pod_disruption_budget,
+            "NetworkPolicy": networking.list_namespaced_network_policy,
+            "Ingress": networking.list_namespaced_ingress,
         }
         return {kind: self._json(f"listing {kind}s", fn, ns)["items"] for kind, fn in sources.items()}

@@ -6,13 +6,18 @@ Placeholders are upper-case words filled from the alert's labels (POD from ``pod
 DEPLOYMENT from ``deployment``, NAMESPACE, CONTAINER); a command whose placeholder has no
 label is skipped, and so is one that names no registered procedure (a button that can
 only answer "unknown procedure" is worse than none).
+
+``LIVE_DEPLOYMENT`` is the deployment of the colour the API service sends traffic to,
+read from the service's selector when the buttons are built (blue and green swap roles
+after every switch, so a hard-coded ``rollback aia-api-blue`` would be wrong half the
+time). When the selector cannot be read, that button is left out.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from bot.parsing import parse_command
 from bot.registry import Registry
@@ -24,7 +29,7 @@ HIGH_ERROR_RATE = [
     r'logs --app --grep "error|exception|5\d\d" --since 1h',
     "top pods --sort cpu",
     "emergency scale-up",
-    "rollback aia-api-blue",
+    "rollback LIVE_DEPLOYMENT",
 ]
 MEMORY = ["top pods --sort memory", 'logs POD --grep "memory|oom"']
 POD_NOT_READY = ["describe pod POD", "events --since 1h", "logs POD --previous"]
@@ -51,15 +56,19 @@ _FAMILIES: list[tuple[re.Pattern[str], list[str]]] = [
     (re.compile(r"(?i)error ?rate|5xx"), HIGH_ERROR_RATE),
 ]
 PLACEHOLDERS = {"POD": "pod", "DEPLOYMENT": "deployment", "NAMESPACE": "namespace", "CONTAINER": "container"}
-_PLACEHOLDER = re.compile(r"\b(" + "|".join(PLACEHOLDERS) + r")\b")
+LIVE = "LIVE_DEPLOYMENT"
+_PLACEHOLDER = re.compile(r"\b(" + "|".join([LIVE, *PLACEHOLDERS]) + r")\b")
+LiveDeployment = Callable[[], str]
 # What goes into a command from a label must stay one harmless word.
 _SAFE_VALUE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 MAX_BUTTONS = 10
 
 
 class RunbookMap:
-    def __init__(self, registry: Registry, configured: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(self, registry: Registry, configured: Mapping[str, Sequence[str]] | None = None,
+                 live_deployment: LiveDeployment | None = None) -> None:
         self.registry = registry
+        self.live_deployment = live_deployment
         self.procedures = {**DEFAULT_PROCEDURES, **{k: list(v) for k, v in (configured or {}).items()}}
         for name, commands in (configured or {}).items():
             for command in commands:
@@ -84,8 +93,24 @@ class RunbookMap:
         """Buttons for a group: each alertname's steps, placeholders filled, duplicates once."""
         seen: set[str] = set()
         actions: list[Action] = []
+        live: list[str | None] = []  # read once, and only if a template needs it
+
+        def live_name() -> str | None:
+            if not live:
+                try:
+                    live.append(self.live_deployment() if self.live_deployment else None)
+                except Exception as exc:  # noqa: BLE001 - no live colour, no button naming one
+                    log.warning("live colour unreadable for the alert buttons: %s", type(exc).__name__)
+                    live.append(None)
+            return live[0]
+
         for alertname in alertnames:
             for template in self.commands_for(alertname):
+                if LIVE in template:
+                    name = live_name()
+                    if name is None:
+                        continue
+                    template = template.replace(LIVE, name)
                 command = fill(template, labels)
                 if command is None or command in seen or self._procedure_of(command) is None:
                     continue
@@ -109,13 +134,25 @@ def fill(template: str, labels: Mapping[str, str]) -> str | None:
     def replace(match: re.Match[str]) -> str:
         nonlocal missing
         value = labels.get(PLACEHOLDERS[match.group(1)], "")
-        if not _SAFE_VALUE.match(value):
+        if not _SAFE_VALUE.fullmatch(value):
             missing = True
             return match.group(0)
         return value
 
-    command = _PLACEHOLDER.sub(replace, template)
-    return None if missing else command
+    command = _PLACEHOLDER.sub(lambda m: m.group(0) if m.group(1) == LIVE else replace(m), template)
+    return None if missing or LIVE in command else command
+
+
+def live_deployment_reader(read_selector: Callable[[], Mapping[str, str]], blue: str, green: str) -> LiveDeployment:
+    """The live colour's deployment from the API service's selector (``version: blue|green``)."""
+
+    def read() -> str:
+        colour = read_selector().get("version")
+        if colour not in ("blue", "green"):
+            raise ValueError(f"the service selects version={colour!r}")
+        return blue if colour == "blue" else green
+
+    return read
 
 
 def _label(command: str) -> str:

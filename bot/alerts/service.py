@@ -27,7 +27,7 @@ from bot.alerts.context import ContextGatherer
 from bot.alerts.inbox import INBOX_WAITING, FoldRound, Inbox, InboxFolder
 from bot.alerts.payload import WebhookPayload
 from bot.alerts.render import AlertRenderer, PlainRenderer
-from bot.alerts.runbook import RunbookMap
+from bot.alerts.runbook import RunbookMap, live_deployment_reader
 from bot.alerts.store import AlertStore, IngestResult
 from bot.events import AlertGroupChanged, AlertGroupOpened, AlertGroupResolved, EventBus
 from bot.outbox import Delivery, Outbox
@@ -68,7 +68,9 @@ class AlertService:
         self.store = AlertStore(sessions)
         self.sessions = sessions
         self.events = events
-        self.runbook = RunbookMap(registry, config.alert_procedures)
+        self.runbook = RunbookMap(registry, config.alert_procedures, live_deployment_reader(
+            lambda: (backends.kube.service(settings.aia_api_service).get("spec") or {}).get("selector") or {},
+            settings.aia_deployment_blue, settings.aia_deployment_green))
         self.gatherer = ContextGatherer(settings, backends, self.runbook)
         self.renderer: AlertRenderer = PlainRenderer()
         self.outbox = Outbox(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from bot.adapters.slack import SlackUser
 from bot.context import Backends, Caller, ProcedureContext
 from bot.errors import BackendUnavailable, UserError
 from bot.events import BreakGlassUsed, EventBus
+from bot.mrkdwn import escape_mrkdwn
 from bot.registry import Plan, Procedure, Registry
 from bot.results import Result
 from bot.roles import Role, RoleResolver
@@ -87,6 +89,23 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def same_person_key(email: str | None) -> str:
+    """The form two profile emails are compared in: NFKC, case-folded, ``+tag`` dropped.
+
+    ``Alice+ops@X.example`` and ``alice@x.example`` are one mailbox, so one person:
+    a plus-addressed second account must not approve its owner's request. Full-width
+    and other compatibility characters fold to their plain forms (NFKC) first.
+    Empty for no email (then the rule refuses: people must be told apart).
+    """
+    if not email:
+        return ""
+    folded = unicodedata.normalize("NFKC", email).casefold().strip()
+    local, at, domain = folded.rpartition("@")
+    if not at:
+        return folded
+    return f"{local.split('+', 1)[0]}@{domain}"
 
 
 def _canonical(value: Any) -> str:
@@ -194,7 +213,7 @@ class ApprovalService:
             snapshot=_canonical(snapshot),
             preview=plan.preview[:20000],
             requester_id=caller.user_id,
-            requester_email=(requester.email.lower() if requester and requester.email else None),
+            requester_email=(same_person_key(requester.email) or None) if requester else None,
             team_id=caller.team_id,
             channel_id=None,
             message_ts=None,
@@ -310,7 +329,7 @@ class ApprovalService:
                 message = "Denied; nothing was run."
             else:
                 approvals = json.loads(row.approvals or "[]")
-                approvals.append({"user": clicker.user_id, "email": (person.email or "").lower() if person else "",
+                approvals.append({"user": clicker.user_id, "email": same_person_key(person.email) if person else "",
                                   "at": now.isoformat()})
                 row.approvals = _canonical(approvals)
                 if len(approvals) >= row.required_approvals:
@@ -341,13 +360,16 @@ class ApprovalService:
             return "Guests cannot approve."
         if self.team_id and person.team_id and person.team_id != self.team_id:
             return "Approvers must belong to this workspace."
-        email = (person.email or "").lower()
+        email = same_person_key(person.email)
         if not email or not row.requester_email:
             return "Approver and requester both need a profile email, so they can be told apart."
-        if email == row.requester_email:
-            return "Your profile email is the requester's: the second person must be someone else."
+        # Requests stored before plus-addresses were folded hold the plain lower-cased email.
+        if email == same_person_key(row.requester_email):
+            return ("Your profile email is the requester's (compared without case, +tags and look-alike "
+                    "characters): the second person must be someone else.")
         previous = json.loads(row.approvals or "[]")
-        if any(a.get("user") == clicker.user_id or (a.get("email") and a.get("email") == email) for a in previous):
+        if any(a.get("user") == clicker.user_id or (a.get("email") and same_person_key(a.get("email")) == email)
+               for a in previous):
             return "You have already approved this request."
         return None
 
@@ -378,7 +400,15 @@ class ApprovalService:
         stored_snapshot = {k: v for k, v in stored.items() if not k.startswith("_")}
         if proc is None or proc.plan is None or proc.execute is None:
             return self._finish(row, token, "failed", f"procedure {row.procedure} is not available", None)
-        ctx = self._ctx(requester, self.roles.role_of(row.requester_id))
+        # The requester's role is read again, fresh: someone removed from the operators
+        # between request and approval gets nothing run in their name.
+        requester_role = self.roles.role_of(row.requester_id, fresh=True)
+        needed = proc.role_for(args)
+        if requester_role is None or requester_role < needed:
+            return self._finish(row, token, "failed",
+                                f"The requester <@{row.requester_id}> no longer holds the {needed.label} role; "
+                                "nothing was run.", None)
+        ctx = self._ctx(requester, requester_role)
         try:
             plan: Plan = proc.plan(ctx, args)
         except (UserError, BackendUnavailable) as exc:
@@ -390,6 +420,15 @@ class ApprovalService:
                                 f"The target changed since the request ({', '.join(changed)}); nothing was run. "
                                 "Request it again.", None)
         try:
+            # Audit first: if the intent cannot be recorded, nothing runs.
+            self._audit(row.requester_id, row.procedure, "intent",
+                        f"request {row.id}: about to run; approved by {row.decided_by}",
+                        Caller(row.requester_id, row.team_id, row.channel_id), arguments=row.arguments)
+        except Exception:  # noqa: BLE001 - no record, no run
+            log.exception("could not audit the intent of request %s; not running it", row.id)
+            return self._finish(row, token, "failed", "The audit log could not be written, so nothing was run.",
+                                None, audit=False)
+        try:
             result = proc.execute(ctx, args, plan)
         except (UserError, BackendUnavailable) as exc:
             return self._finish(row, token, "failed", f"Execution failed: {exc}", None)
@@ -398,12 +437,14 @@ class ApprovalService:
             return self._finish(row, token, "failed", "Execution failed inside the bot; see its log.", None)
         return self._finish(row, token, "executed", result.summary or result.title, result)
 
-    def _finish(self, row: ApprovalRequest, token: str, status: str, text: str, result: Result | None
-                ) -> Result | None:
+    def _finish(self, row: ApprovalRequest, token: str, status: str, text: str, result: Result | None,
+                audit: bool = True) -> Result | None:
         with self.sessions.begin() as session:
             session.execute(update(ApprovalRequest)
                             .where(ApprovalRequest.id == row.id, ApprovalRequest.claim_token == token)
                             .values(status=status, result=text[:4000]))
+        if not audit:
+            return result
         self._audit(row.requester_id, row.procedure, status,
                     f"request {row.id}: {text}; approved by {row.decided_by}; snapshot {row.snapshot}",
                     Caller(row.requester_id, row.team_id, row.channel_id), arguments=row.arguments)
@@ -469,7 +510,8 @@ class ApprovalService:
         result = proc.execute(ctx, args, plan)
         self._audit(caller.user_id, proc.name, "executed", f"break-glass: {result.summary}", caller,
                     arguments=_canonical(args))
-        self.events.publish(BreakGlassUsed(actor=caller.user_id, procedure=proc.name, reason=reason,
+        # The reason is shown in the alerts channel and the review escalation's card: escaped once, here.
+        self.events.publish(BreakGlassUsed(actor=caller.user_id, procedure=proc.name, reason=escape_mrkdwn(reason),
                                            channel_id=caller.channel_id, thread_ts=None))
         return result
 

@@ -77,7 +77,7 @@ class EscalationLevel(BaseModel):
     @classmethod
     def _slack_ids(cls, value: list[str]) -> list[str]:
         for principal in value:
-            if not SLACK_PRINCIPAL.match(str(principal)):
+            if not SLACK_PRINCIPAL.fullmatch(str(principal)):
                 raise ValueError(f"{principal!r} is not a Slack user ID (U…/W…) or user-group ID (S…)")
         return [str(p) for p in value]
 
@@ -85,7 +85,7 @@ class EscalationLevel(BaseModel):
     @classmethod
     def _emails(cls, value: list[str]) -> list[str]:
         for address in value:
-            if not EMAIL.match(str(address)):
+            if not EMAIL.fullmatch(str(address)):
                 raise ValueError(f"{address!r} is not an email address")
         return [str(a) for a in value]
 

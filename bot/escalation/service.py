@@ -56,6 +56,7 @@ from bot.events import (
     BreakGlassUsed,
     EventBus,
 )
+from bot.mrkdwn import escape_mrkdwn
 from bot.settings import Settings
 from bot.store.models import Escalation, EscalationDelivery, EscalationEvent, EscalationReplica
 
@@ -185,7 +186,7 @@ class EscalationService:
         policy = self.policy
         if policy is None or not policy.start_on.matches(event.severity, event.labels):
             return
-        title = event.labels.get("alertname") or event.group_key
+        title = escape_mrkdwn(event.labels.get("alertname") or event.group_key)  # alert text: mrkdwn-safe
         self.background(
             self.start, policy.first_level, f"{title} ({event.severity})", "alert", BOT_ACTOR,
             event.channel_id, event.thread_ts, event.group_id, event.severity,

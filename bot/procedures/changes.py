@@ -8,6 +8,7 @@ match (the two-person rule in bot/approvals).
 
 from __future__ import annotations
 
+import copy
 import difflib
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import yaml
 from bot.context import ProcedureContext
 from bot.errors import UserError
 from bot.procedures import kube_format as kf
+from bot.redaction import looks_secret_key, looks_secret_value, redact, redact_env_value
 from bot.registry import Param, Plan, Procedure, RiskClass
 from bot.results import Action, Preformatted, Result, Status, Table, Text
 from bot.validators import (
@@ -500,39 +502,68 @@ def execute_maintenance(ctx: ProcedureContext, args: dict[str, Any], plan: Plan)
 # -- backup and cleanup ---------------------------------------------------------------
 
 _NOISE = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")
+# kubectl apply keeps the whole last applied object here; for a Secret that is its data.
+_DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+_V1_KINDS = {"Service", "ConfigMap", "ServiceAccount"}
+
+
+def _redact_pod_spec(spec: Obj) -> None:
+    """Literal env values whose name or content looks secret, and secret-looking command lines."""
+    for key in ("containers", "initContainers", "ephemeralContainers"):
+        for container in spec.get(key) or []:
+            for env in container.get("env") or []:
+                if "value" in env and env["value"] is not None:
+                    env["value"] = redact_env_value(str(env.get("name") or ""), str(env["value"]))
+            for field in ("command", "args"):
+                if container.get(field):
+                    container[field] = [redact(str(word)) for word in container[field]]
 
 
 def _for_backup(kind: str, obj: Obj) -> Obj:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _NOISE}
-    out: Obj = {"apiVersion": obj.get("apiVersion") or ("v1" if kind in {"Service", "ConfigMap", "Secret", "ServiceAccount"}
-                                                       else ""), "kind": kind, "metadata": meta}
+    annotations = {k: redact(str(v)) for k, v in (meta.get("annotations") or {}).items()
+                   if k not in _DROPPED_ANNOTATIONS}
+    if annotations:
+        meta["annotations"] = annotations
+    else:
+        meta.pop("annotations", None)
+    out: Obj = {"apiVersion": obj.get("apiVersion") or ("v1" if kind in _V1_KINDS else ""), "kind": kind,
+                "metadata": meta}
     for key, value in obj.items():
         if key in {"apiVersion", "kind", "metadata", "status"}:
             continue
-        out[key] = value
-    if kind == "Secret":
-        # The runbook's backup writes Secrets in plain text; ours keeps the key names only.
-        out.pop("stringData", None)
-        out["data"] = {k: "«redacted»" for k in (obj.get("data") or {})}
+        out[key] = copy.deepcopy(value)
+    if kind == "ConfigMap":
+        out["data"] = {k: redact_env_value(k, str(v)) for k, v in (out.get("data") or {}).items()}
+        out.pop("binaryData", None)  # not readable, so not checkable for secrets: left out
+    elif kind == "Deployment":
+        template = ((out.get("spec") or {}).get("template") or {}).get("spec")
+        if isinstance(template, dict):
+            _redact_pod_spec(template)
+    elif kind == "Service":
+        # Assigned by the cluster: re-applying them elsewhere fails.
+        for field in ("clusterIP", "clusterIPs"):
+            (out.get("spec") or {}).pop(field, None)
     return out
 
 
 def config_backup(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
-    from bot.store.backups import BackupStore
+    from bot.store.backups import BackupStore, dump_backup
 
     objects = ctx.kube.list_for_backup()
-    docs = [_for_backup(kind, obj) for kind, items in objects.items() for obj in items]
-    text = yaml.safe_dump_all(docs, sort_keys=False, width=200, allow_unicode=True)
+    backed_up = {kind: [_for_backup(kind, obj) for obj in items] for kind, items in objects.items()}
+    text = dump_backup(backed_up)
     stored = BackupStore(ctx.audit.sessions).save(ctx.caller.user_id, ctx.kube.namespace, text)
-    counts = ", ".join(f"{len(items)} {kind}" for kind, items in objects.items())
+    counts = ", ".join(f"{len(items)} {kind}" for kind, items in objects.items() if items)
     name = f"backup-{ctx.kube.namespace}-{stored.created_at:%Y%m%d-%H%M%S}.yaml"
     return Result(
         title=f"Configuration backup {stored.id}",
         status=Status.OK,
-        parts=[Text(f"{counts}. Secret values are redacted. Kept in the bot's database as backup "
-                    f"`{stored.id}` (sha256 `{stored.sha256[:12]}`)."),
+        parts=[Text(f"{counts}. Secrets are not backed up (they come back from Secret Manager through the "
+                    "ExternalSecret); secret-looking env and config values are redacted. Kept in the bot's "
+                    f"database as backup `{stored.id}` (sha256 `{stored.sha256[:12]}`)."),
                Preformatted(text, filename=name, title="Backup")],
-        summary=f"backup {stored.id}: {len(docs)} objects",
+        summary=f"backup {stored.id}: {sum(len(v) for v in backed_up.values())} objects",
     )
 
 
@@ -560,6 +591,21 @@ def cleanup_evicted(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 # -- declarations ---------------------------------------------------------------------
 
 DEPLOYMENT = Param("deployment", "positional", "deployment name", metavar="DEPLOYMENT", required=True, convert=k8s_name)
+
+
+def config_pairs_without_secrets(text: str) -> dict[str, str]:
+    """KEY=VALUE pairs for the config map; secrets are refused: they belong in Secret Manager.
+
+    A config map is readable by anything that can read the namespace and lands in backups
+    and the audit log; a password put there by mistake at 3 a.m. would be everywhere.
+    """
+    pairs = config_pairs(text)
+    for key, value in pairs.items():
+        if looks_secret_key(key) or looks_secret_value(value):
+            what = "is named like a secret" if looks_secret_key(key) else "has a value that looks like a credential"
+            raise ValueError(f"{key} {what}: secrets belong in Secret Manager (the ExternalSecret syncs them "
+                             "into the namespace), not in the config map; nothing was changed")
+    return pairs
 
 
 def _config_risk(safe_keys: set[str]) -> Callable[[dict[str, Any]], RiskClass]:
@@ -657,7 +703,7 @@ def build(safe_keys: set[str]) -> list[Procedure]:
             plan=plan_config_set, execute=execute_config_set,
             risk_for=_config_risk(safe_keys),
             params=(Param("pairs", "rest", "KEY=VALUE pairs", metavar="KEY=VALUE [KEY=VALUE...]", required=True,
-                          convert=config_pairs), BREAK_GLASS),
+                          convert=config_pairs_without_secrets), BREAK_GLASS),
             examples=("/aia config set LOG_LEVEL=DEBUG",),
         ),
         Procedure(

@@ -5,8 +5,12 @@ its id (shown on the card in the thread, e.g. ``E7K3Q2X``) or, without one, act
 on the only open escalation of the channel; with several open they list them.
 The card's buttons pass the id, so clicks are never ambiguous.
 
-They change no system, only who is paged: any role (viewer and up) may run
-them, so the on-call group can acknowledge from the first minute.
+Who may do what (issue #9): silencing paging is a write. ``page``, ``snooze``,
+``resolve`` and ``escalate`` need the operator role. ``ack`` needs the operator role
+*or* being one of the people paged for that escalation (a viewer in the paged on-call
+group may say "I have it", nobody else may stop the timers). The person who used
+break-glass cannot acknowledge, snooze or resolve the break-glass review escalation
+their own bypass started: someone else has to look at what they did.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from bot.escalation.policy import format_duration
 from bot.escalation.service import EscalationService
 from bot.escalation.timeline import timeline_markdown
 from bot.escalation.views import clock, mention, status_line
+from bot.mrkdwn import escape_mrkdwn
 from bot.registry import Param, Procedure, RiskClass
 from bot.results import Fields, Result, Status, Table, Text
+from bot.roles import Role
 from bot.validators import duration
 
 RUNBOOK = ("Contacts & Escalation › On-Call Procedures", "Contacts & Escalation › Communication Channels")
@@ -30,7 +36,7 @@ _ID = re.compile(r"^E?[2-9A-HJ-NP-Z]{6}$", re.IGNORECASE)
 
 
 def escalation_id(text: str) -> str:
-    if not _ID.match(text.strip()):
+    if not _ID.fullmatch(text.strip()):
         raise ValueError("an escalation id looks like E7K3Q2X (it is on the card in the thread)")
     text = text.strip().upper()
     return text if text.startswith("E") and len(text) == 7 else "E" + text
@@ -54,12 +60,15 @@ def page(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     if level is None:
         raise UserError(f"There is no level `{words[0][:30]}`; the levels are {policy.describe_levels()}.", usage)
     channel = ctx.caller.channel_id or ctx.settings.aia_alert_channel
-    view = service.start(level, words[1][:300], "manual", ctx.caller.user_id, channel)
+    # The page's text is shown in cards, threads and DMs: stored escaped, so no <!channel> or
+    # disguised link can ride along wherever it is placed.
+    message = escape_mrkdwn(words[1][:300])
+    view = service.start(level, message, "manual", ctx.caller.user_id, channel)
     spec = policy.level(level)
     return Result(
         title=f"Paging level {level} · {spec.name}",
         status=Status.CRITICAL,
-        parts=[Text(f"Escalation `{view.id}` started by {mention(ctx.caller.user_id)}: {words[1][:300]}\n"
+        parts=[Text(f"Escalation `{view.id}` started by {mention(ctx.caller.user_id)}: {message}\n"
                     "Its card, with Acknowledge / Escalate now / Snooze / Resolve, is in the channel; "
                     "pages and answers go into the card's thread.")],
         summary=f"escalation {view.id} started at level {level}",
@@ -110,8 +119,32 @@ def _target(ctx: ProcedureContext, args: dict[str, Any]) -> tuple[EscalationServ
     return service, row.id
 
 
+def _paged_people(service: EscalationService, esc_id: str) -> set[str]:
+    """Slack users this escalation has paged so far (user groups expanded now)."""
+    people: set[str] = set()
+    for delivery in service.pages_of(esc_id):
+        if delivery.kind != "slack_dm" or delivery.status not in ("sent", "sending", "pending", "failed"):
+            continue
+        try:
+            people.update(service.slack.members(delivery.target))
+        except PageFailed:
+            continue  # an unreadable group grants nothing
+    return people
+
+
+def _not_the_break_glass_user(service: EscalationService, esc_id: str, user_id: str, verb: str) -> None:
+    row = service.get(esc_id)
+    if row is not None and row.source == "break_glass" and row.created_by == user_id:
+        raise UserError(f"You used break-glass, so you cannot {verb} its review escalation `{esc_id}`: "
+                        "another person has to look at what ran.")
+
+
 def ack(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     service, esc_id = _target(ctx, args)
+    _not_the_break_glass_user(service, esc_id, ctx.caller.user_id, "acknowledge")
+    if (ctx.role is None or ctx.role < Role.OPERATOR) and ctx.caller.user_id not in _paged_people(service, esc_id):
+        raise UserError(f"Only an operator or someone this escalation paged can acknowledge `{esc_id}`; "
+                        "you were not paged for it.")
     change = service.acknowledge(esc_id, ctx.caller.user_id)
     return Result(title=f"Acknowledged {esc_id}", status=Status.OK, parts=[Text(change.text)],
                   summary=f"{esc_id} acknowledged at level {change.view.current_level}")
@@ -119,12 +152,14 @@ def ack(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 
 def resolve(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     service, esc_id = _target(ctx, args)
+    _not_the_break_glass_user(service, esc_id, ctx.caller.user_id, "resolve")
     change = service.resolve(esc_id, ctx.caller.user_id)
     return Result(title=f"Resolved {esc_id}", status=Status.OK, parts=[Text(change.text)], summary=f"{esc_id} resolved")
 
 
 def snooze(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     service, esc_id = _target(ctx, args)
+    _not_the_break_glass_user(service, esc_id, ctx.caller.user_id, "snooze")
     seconds = int(args["duration"])
     change = service.snooze(esc_id, ctx.caller.user_id, seconds)
     return Result(title=f"Snoozed {esc_id}", status=Status.INFO, parts=[Text(change.text)],
@@ -164,7 +199,7 @@ PROCEDURES = [
     Procedure(
         name="page",
         summary="Page a level of the escalation policy now (manual escalation)",
-        risk=RiskClass.READ,
+        risk=RiskClass.WRITE,
         runbook=RUNBOOK,
         run=page,
         params=(Param("text", "rest", "the level (number or name), then what is wrong",
@@ -180,7 +215,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="ack",
-        summary="Acknowledge an escalation: its timers stop",
+        summary="Acknowledge an escalation: its timers stop (operators, or the people it paged)",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
         run=ack,
@@ -190,7 +225,7 @@ PROCEDURES = [
     Procedure(
         name="resolve",
         summary="Resolve an escalation: nobody else is paged",
-        risk=RiskClass.READ,
+        risk=RiskClass.WRITE,
         runbook=RUNBOOK,
         run=resolve,
         params=(_ID_PARAM,),
@@ -198,7 +233,7 @@ PROCEDURES = [
     Procedure(
         name="snooze",
         summary="Pause an escalation; the current level is paged again afterwards",
-        risk=RiskClass.READ,
+        risk=RiskClass.WRITE,
         runbook=RUNBOOK,
         run=snooze,
         params=(Param("duration", "positional", "30m, 1h, 4h (at most 1d)", metavar="DURATION", required=True,
@@ -208,7 +243,7 @@ PROCEDURES = [
     Procedure(
         name="escalate",
         summary="Page the next level now instead of waiting",
-        risk=RiskClass.READ,
+        risk=RiskClass.WRITE,
         runbook=RUNBOOK,
         run=escalate,
         params=(_ID_PARAM,),

@@ -8,6 +8,7 @@ from typing import Any
 from bot.adapters.prometheus import range_points
 from bot.context import ProcedureContext
 from bot.graphs import Plot, render_png
+from bot.mrkdwn import code_span
 from bot.registry import Param, Procedure, RiskClass
 from bot.results import Fields, Image, Result, Status, Table, Text
 from bot.validators import duration, format_duration, promql
@@ -89,7 +90,7 @@ def query(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     prom = ctx.prometheus
     now = prom.instant(expression)
     result = Result(title=f"Query · last {format_duration(window)}", summary=f"{len(now)} series")
-    result.add(Text(f"`{expression}`"))
+    result.add(Text(code_span(expression)))  # what the person typed: escaped, never mrkdwn
     rows = []
     for series in now[:50]:
         if isinstance(series, dict) and "value" in series:

@@ -29,6 +29,9 @@ class AuditEntry(Base):
     risk: Mapped[str | None] = mapped_column(String(16))
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # How entry_hash was made: "hmac-sha256" (keyed by AIA_AUDIT_KEY) or "sha256" (rows
+    # written before the key existed; migration 0007_audit_hmac).
+    scheme: Mapped[str] = mapped_column(String(16), default="hmac-sha256", server_default="sha256")
 
 
 class AuditHead(Base):

@@ -58,6 +58,7 @@ def bot(tmp_path_factory: pytest.TempPathFactory, e2e_kube, e2e_slack, e2e_pg, p
         "KUBECONFIG": e2e_kube.write_kubeconfig(str(workdir / "kubeconfig")),
         "AIA_LOG_LEVEL": "DEBUG",
         "PROMETHEUS_URL": prometheus.url,
+        "AIA_COMMAND_CHANNELS": "C0PRIVATE",  # test_serve's channel the bot is not in
     }
     process = BotProcess(env, workdir / "bot.log", config_yaml=ROLES_YAML).start()
     yield process

@@ -22,6 +22,7 @@ def test_slash_command_over_socket_mode(tmp_path, kube, slack) -> None:  # type:
         "DATABASE_URL": f"sqlite:///{tmp_path}/bot.db",
         "KUBECONFIG": kube.write_kubeconfig(str(tmp_path / "kubeconfig")),
         "AIA_BOT_CONFIG": str(tmp_path / "roles.yaml"),
+        "AIA_AUDIT_KEY": "socket-test-audit-key-0123456789",
     }
     env.pop("SLACK_SIGNING_SECRET", None)
     (tmp_path / "roles.yaml").write_text(f"roles:\n  viewer: [{SLACK_USERS['viewer'].user_id}]\n")

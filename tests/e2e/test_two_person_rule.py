@@ -19,10 +19,13 @@ from tests.harness.approvals import (
     APPROVER_2,
     GONE,
     GROUP_APPROVER,
+    GROUP_OPS,
     GUEST,
     OPS,
+    PLUS,
     ROBOT,
     TWIN,
+    WIDE,
     Stack,
     approval_stack,
 )
@@ -98,6 +101,37 @@ def test_approver_who_lost_the_role_after_the_request_is_refused(stack: Stack) -
     stack.slack.add_usergroup("S0APPROVERS", "approvers", [GROUP_APPROVER])
     stack.click(GROUP_APPROVER, "approve", card)
     stack.wait_status(card.request_id, "executed")
+
+
+@pytest.mark.parametrize("second_account", [PLUS, WIDE])
+def test_plus_addressed_or_look_alike_second_account_is_the_same_person(stack: Stack, second_account: str) -> None:
+    """otto+ops@ and ｏｔｔｏ@ (full-width) are otto@'s own mailbox: not a second person (issue #9)."""
+    card = stack.request_change(OPS, SCALE_TO_ZERO)
+    text = stack.response_text(stack.click(second_account, "approve", card))
+    assert "profile email is the requester's" in text
+    assert stack.status(card.request_id) == "pending" and not stack.writes(SCALE_PATH)
+    assert ("approval.approve", "refused") in [(a, o) for _, a, o, _ in stack.audit_rows()]
+
+
+def test_requester_who_lost_the_operator_role_gets_nothing_run(stack: Stack) -> None:
+    card = stack.request_change(GROUP_OPS, SCALE_TO_ZERO)
+    stack.slack.add_usergroup("S0OPERATORS", "operators", [])  # removed from the operators meanwhile
+    try:
+        stack.click(APPROVER, "approve", card)
+        stack.wait_status(card.request_id, "failed")
+    finally:
+        stack.slack.add_usergroup("S0OPERATORS", "operators", [GROUP_OPS])
+    assert not stack.writes(SCALE_PATH) and _replicas(stack) == 2
+    failed = [d for _, a, o, d in stack.audit_rows() if a == "scale" and o == "failed"]
+    assert failed and "no longer holds the operator role" in failed[-1]
+
+
+def test_audit_intent_is_written_before_an_approved_change_runs(stack: Stack) -> None:
+    card = stack.request_change(OPS, SCALE_TO_ZERO)
+    stack.click(APPROVER, "approve", card)
+    stack.wait_status(card.request_id, "executed")
+    outcomes = [o for _, a, o, _ in stack.audit_rows() if a == "scale"]
+    assert outcomes.index("intent") < outcomes.index("executed")
 
 
 def test_double_click_executes_once(stack: Stack) -> None:

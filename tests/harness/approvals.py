@@ -26,12 +26,15 @@ TWIN = "U0TWIN1"  # another Slack user with the requester's email
 ROBOT, GUEST, GONE = "U0ROBOT", "U0GUEST", "U0GONE"
 GROUP_APPROVER = "U0GRP01"  # approver through user group S0APPROVERS
 ADMIN = "U0ADM01"
+PLUS = "U0PLUS1"  # otto+ops@013a.tech: the requester's own mailbox, plus-addressed
+WIDE = "U0WIDE1"  # the requester's email in full-width letters (NFKC folds them)
+GROUP_OPS = "U0GOPS1"  # operator through user group S0OPERATORS, which an admin can leave
 
 ROLES_YAML = f"""\
 roles:
   viewer:   [U0VIEW1]
-  operator: [{OPS}]
-  approver: [{APPROVER}, {APPROVER_2}, {TWIN}, {ROBOT}, {GUEST}, {GONE}, S0APPROVERS]
+  operator: [{OPS}, S0OPERATORS]
+  approver: [{APPROVER}, {APPROVER_2}, {TWIN}, {ROBOT}, {GUEST}, {GONE}, {PLUS}, {WIDE}, S0APPROVERS]
   admin:    [{ADMIN}]
 approvals_required:
   isolate: 2
@@ -185,6 +188,10 @@ def install_approval_users(slack: FakeSlackServer) -> None:
     slack.add_user(GONE, "gone", "gone@013a.tech", deleted=True)
     slack.add_user(GROUP_APPROVER, "greta", "greta@013a.tech")
     slack.add_usergroup("S0APPROVERS", "approvers", [GROUP_APPROVER])
+    slack.add_user(PLUS, "otto-ops", "Otto+OPS@013a.tech")
+    slack.add_user(WIDE, "otto-wide", "\uff4f\uff54\uff54\uff4f@013a.tech")
+    slack.add_user(GROUP_OPS, "gina", "gina@013a.tech")
+    slack.add_usergroup("S0OPERATORS", "operators", [GROUP_OPS])
 
 
 @contextmanager

@@ -33,7 +33,9 @@ class BotProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.signing_secret = env["SLACK_SIGNING_SECRET"]
         self.log_path = log_path
-        self.env = {**os.environ, **env}
+        # `serve` refuses to start without an audit key; a test that wants to see that removes it.
+        self.env = {**os.environ, "AIA_AUDIT_KEY": "test-audit-key-0123456789abcdef", **env}
+        self.env = {k: v for k, v in self.env.items() if v is not None}
         if config_yaml is not None:
             config_path = log_path.parent / f"aia-config-{self.port}.yaml"
             config_path.write_text(config_yaml)
@@ -41,7 +43,7 @@ class BotProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.url, timeout=10)
 
-    def start(self, timeout: float = 30) -> BotProcess:
+    def start(self, timeout: float = 90) -> BotProcess:  # a loaded 2-core CI machine imports slowly
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [aia_bot_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -59,6 +61,8 @@ class BotProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        self.process.kill()  # never leave an orphan server behind a failed start
+        self.process.wait(10)
         raise RuntimeError(f"aia-bot serve did not come up:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:

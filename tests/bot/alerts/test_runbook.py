@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.alerts.runbook import DEFAULT_PROCEDURES, RunbookMap, fill
+from bot.alerts.runbook import DEFAULT_PROCEDURES, RunbookMap, fill, live_deployment_reader
 from bot.procedures import build_registry
 
 
@@ -13,14 +13,24 @@ def _commands(mapping: RunbookMap, names: list[str], **labels: str) -> list[str]
 def test_high_error_rate_defaults_are_the_runbook_steps() -> None:
     assert DEFAULT_PROCEDURES["HighErrorRate"] == [
         r'logs --app --grep "error|exception|5\d\d" --since 1h', "top pods --sort cpu",
-        "emergency scale-up", "rollback aia-api-blue",
+        "emergency scale-up", "rollback LIVE_DEPLOYMENT",
     ]
     registry = build_registry()
-    commands = _commands(RunbookMap(registry), ["HighErrorRate"])
+    commands = _commands(RunbookMap(registry, live_deployment=lambda: "aia-api-blue"), ["HighErrorRate"])
     assert commands[:2] == [r'logs --app --grep "error|exception|5\d\d" --since 1h', "top pods --sort cpu"]
-    # The write/destructive steps appear once their procedures are registered (issue #3).
-    for step in ("emergency scale-up", "rollback aia-api-blue"):
-        assert (step in commands) == (registry.match(step.split()) is not None)
+    assert commands[2:] == ["emergency scale-up", "rollback aia-api-blue"]
+
+
+def test_rollback_button_names_the_live_colour_read_at_render_time() -> None:
+    selector = {"version": "blue"}
+    live = live_deployment_reader(lambda: selector, "aia-api-blue", "aia-api-green")
+    mapping = RunbookMap(build_registry(), live_deployment=live)
+    assert "rollback aia-api-blue" in _commands(mapping, ["HighErrorRate"])
+    selector["version"] = "green"  # after a switch, green is live
+    assert "rollback aia-api-green" in _commands(mapping, ["HighErrorRate"])
+    assert not any(c.startswith("rollback aia-api-blue") for c in _commands(mapping, ["HighErrorRate"]))
+    selector["version"] = "purple"  # unreadable: no rollback button rather than a wrong one
+    assert not any(c.startswith("rollback") for c in _commands(mapping, ["HighErrorRate"]))
 
 
 def test_pod_placeholders_come_from_labels_and_unfillable_buttons_are_skipped() -> None:

@@ -7,6 +7,7 @@ second person, execute. The official client talks to the local API server.
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -156,9 +157,84 @@ def test_config_backup_redacts_secrets_and_is_kept(core, kube) -> None:  # type:
     secret = kube.get("Secret", "aia-secrets", NS)
     for value in secret["data"].values():
         assert value not in text and base64.b64decode(value).decode() not in text
-    assert "kind: Deployment" in text and "kind: RoleBinding" in text and "«redacted»" in text
+    assert "kind: Deployment" in text and "kind: RoleBinding" in text and "kind: Secret\n" not in text
     stored = BackupStore(core.sessions).latest(NS)
     assert stored is not None and stored.content == text
+
+
+def _plant_secrets(kube) -> None:  # type: ignore[no-untyped-def]
+    """What a careless operator leaves behind: kubectl apply's annotation on the Secret,
+    literal credentials in a pod template and in the config map."""
+    import copy
+    import json
+
+    secret = copy.deepcopy(kube.get("Secret", "aia-secrets", NS))
+    secret["metadata"].setdefault("annotations", {})["kubectl.kubernetes.io/last-applied-configuration"] = (
+        json.dumps({"kind": "Secret", "data": secret["data"]}))
+    kube.put(secret)
+    dep = copy.deepcopy(kube.get("Deployment", "aia-api-blue", NS))
+    dep["metadata"].setdefault("annotations", {})["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
+    dep["spec"]["template"]["spec"]["containers"][0].setdefault("env", []).extend([
+        {"name": "DB_PASSWORD", "value": "hunter2-literal-pw"},
+        {"name": "REDIS_URL", "value": "redis://:redis-pw-9f8e7d@aia-redis:6379/0"},
+        {"name": "LOG_FORMAT", "value": "json"},
+    ])
+    kube.put(dep)
+    cm = copy.deepcopy(kube.get("ConfigMap", "aia-config", NS))
+    cm["data"]["SLACK_WEBHOOK"] = "https://hooks.slack.com/services/T0/B0/hookpart1234secret"
+    kube.put(cm)
+
+
+def test_config_backup_never_holds_secret_data_and_keeps_what_rebuilds_the_namespace(core, kube) -> None:  # type: ignore[no-untyped-def]
+    from bot.store.backups import BackupStore, load_backup
+
+    _plant_secrets(kube)
+    outcome = run_as(core, "operator", "config backup")
+    assert outcome.kind is OutcomeKind.OK, outcome.message
+    text = next(p for p in outcome.result.parts if isinstance(p, Preformatted)).text
+    for value in kube.get("Secret", "aia-secrets", NS)["data"].values():
+        assert value not in text and base64.b64decode(value).decode() not in text
+    for leaked in ("hunter2-literal-pw", "redis-pw-9f8e7d", "hookpart1234secret", "last-applied-configuration"):
+        assert leaked not in text, leaked
+    assert "LOG_FORMAT" in text and "json" in text  # ordinary values stay
+    grouped = load_backup(text)
+    assert "Secret" not in grouped
+    for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount",
+                 "ExternalSecret", "Ingress", "Deployment", "Service", "ConfigMap", "Role", "RoleBinding"):
+        assert grouped.get(kind), kind
+    assert all("status" not in obj for objs in grouped.values() for obj in objs)
+    store = BackupStore(core.sessions)
+    stored = store.latest(NS)
+    assert stored is not None and stored.content == text and store.verify(stored)
+    stored.content += "# edited\n"
+    assert not store.verify(stored)
+    # Secrets are not even read for a backup: the bot needs no right to them for this.
+    assert not [r for r in kube.requests if r.path.endswith("/secrets") or "/secrets/" in r.path]
+
+
+@pytest.mark.parametrize("pair", ["DB_PASSWORD=hunter2x", "AWS_SECRET_ACCESS_KEY=abcd1234efgh",
+                                  "PGPASSWORD=hunter2x", "FEATURE_URL=postgres://u:hunter2x@db/x"])
+def test_config_set_refuses_secrets_and_points_to_secret_manager(core, kube, pair: str) -> None:  # type: ignore[no-untyped-def]
+    before = dict(kube.get("ConfigMap", "aia-config", NS)["data"])
+    outcome = run_as(core, "operator", f"config set {pair}")
+    assert outcome.kind is OutcomeKind.USER_ERROR
+    assert "Secret Manager" in outcome.message
+    assert kube.get("ConfigMap", "aia-config", NS)["data"] == before
+    secret_value = pair.split("=", 1)[1]
+    assert all(secret_value not in (e.arguments + e.detail) for e in core.audit.recent(20))
+    assert secret_value not in outcome.message
+
+
+def test_audit_masks_secret_looking_config_values_even_when_they_are_allowed(core) -> None:  # type: ignore[no-untyped-def]
+    from bot.store.audit import AuditRecord
+
+    core.audit.append(AuditRecord(actor="U0OPS01", action="config set", outcome="ok",
+                                  arguments='{"pairs": {"API_TOKEN": "tok-123456789", "LOG_LEVEL": "DEBUG"}}'))
+    core.audit.append(AuditRecord(actor="U0OPS01", action="config set", outcome="ok",
+                                  arguments="{'pairs': \"{'DB_PASSWORD': 'x-legacy-pw'}\"}"))
+    shown = run_as(core, "viewer", "audit")
+    text = json.dumps([p.rows for p in shown.result.parts if hasattr(p, "rows")])
+    assert "tok-123456789" not in text and "x-legacy-pw" not in text and "DEBUG" in text
 
 
 def test_cleanup_evicted_stays_in_its_namespace(core, kube) -> None:  # type: ignore[no-untyped-def]
