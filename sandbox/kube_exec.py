@@ -37,6 +37,7 @@ password could leak, and tests use it to prove the bot redacts what it relays.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import socket
@@ -201,17 +202,18 @@ def _container_env(container: Obj, store: Any, namespace: str) -> dict[str, str]
         return (obj.get("data") or {}).get(key)
 
     env: dict[str, str] = {}
-    for source in container.get("envFrom") or []:
+    for from_source in container.get("envFrom") or []:
         for kind, ref_key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
-            ref = source.get(ref_key)
+            ref = from_source.get(ref_key)
             obj = store(kind, ref.get("name", ""), namespace) if ref else None
-            for key, value in ((obj or {}).get("data") or {}).items():
-                env[key] = base64.b64decode(value).decode("utf-8", "replace") if kind == "Secret" else value
+            for key, raw in ((obj or {}).get("data") or {}).items():
+                env[key] = base64.b64decode(raw).decode("utf-8", "replace") if kind == "Secret" else raw
     for item in container.get("env") or []:
         value: str | None = item.get("value")
-        source = item.get("valueFrom") or {}
+        source: Obj = item.get("valueFrom") or {}
         if "secretKeyRef" in source:
-            value = lookup("Secret", source["secretKeyRef"].get("name", ""), source["secretKeyRef"].get("key", ""))
+            ref = source["secretKeyRef"]
+            value = lookup("Secret", ref.get("name", ""), ref.get("key", ""))
         elif "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
             value = lookup("ConfigMap", ref.get("name", ""), ref.get("key", ""))
@@ -305,10 +307,8 @@ def _wait_for_close(ws: WSConnection, sock: socket.socket, limit: float, stopped
         ws.receive_data(data)
         for event in ws.events():
             if isinstance(event, CloseConnection):
-                try:
+                with contextlib.suppress(Exception):  # already closing; nothing to tell anyone
                     sock.sendall(ws.send(event.response()))
-                except Exception:  # noqa: BLE001 - already closing; nothing to tell anyone
-                    pass
                 return
             if isinstance(event, Ping):
                 sock.sendall(ws.send(event.response()))
