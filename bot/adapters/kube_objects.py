@@ -65,9 +65,10 @@ class KubeObjects:
         try:
             response = fn(*args, **kwargs)
         except ApiException as exc:
-            if exc.status in (400, 404, 409, 422):
+            # 403 too: RBAC may allow some kinds and not others; that is one object's answer.
+            if exc.status in (400, 403, 404, 409, 422):
                 raise ObjectRefused(exc.status, _message(exc)) from None
-            if exc.status in (401, 403):
+            if exc.status == 401:
                 raise BackendUnavailable(
                     f"Kubernetes refused the bot ({exc.status}) while {what}: {_message(exc)}") from None
             raise BackendUnavailable(f"Kubernetes answered {exc.status} while {what}: {_message(exc)}") from None

@@ -205,6 +205,9 @@ def analyse(ctx: ProcedureContext, backup_id: str) -> Analysis:
         except KindUnknown as exc:
             found.unknown[key] = str(exc)
             continue
+        except ObjectRefused as exc:
+            found.unknown[key] = f"cannot be read ({exc.status}): {redact(exc.message)[:200]}"
+            continue
         if live is not None:
             found.present[key] = _differences(doc, live)
             continue
@@ -251,7 +254,7 @@ def _counts(found: Analysis) -> str:
     return (f"{len(found.creatable)} missing and would be created, {len(found.refused)} missing but refused by "
             f"the dry run, {len(found.present)} exist and are left alone "
             f"({sum(1 for d in found.present.values() if d)} differ), {len(found.not_restored)} not restored, "
-            f"{len(found.unknown)} of kinds the cluster does not serve")
+            f"{len(found.unknown)} cannot be restored")
 
 
 # -- /aia dr plan -------------------------------------------------------------------------
