@@ -33,8 +33,6 @@ DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "approve", "sign"}
 ALLOWED_WRITES = {
     ("apps", "deployments"): {"create", "update", "patch", "delete"},
     ("apps", "deployments/scale"): {"update", "patch"},
-    ("", "services"): {"patch"},
-    ("", "configmaps"): {"patch"},
     ("", "pods"): {"delete"},
     # `/aia dr restore` (issue #10): create-only recreation of missing objects.
     ("", "configmaps"): {"patch", "create"},
