@@ -151,6 +151,10 @@ def _why_not_restored(doc: Obj) -> str:
     return "values are never kept in a backup; not made by an ExternalSecret: recreate it from its source"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _key(doc: Obj) -> str:
     return f"{doc['kind']}/{doc['metadata']['name']}"
 
@@ -272,7 +276,7 @@ def dr_plan(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
                                   "Differences of existing objects (backup → live; not applied)"))
     actions = []
     if found.creatable:
-        actions.append(Action(f"Restore {len(found.creatable)} missing objects", f"dr restore {found.backup.id}",
+        actions.append(Action(f"Restore {_n(len(found.creatable), 'missing object')}", f"dr restore {found.backup.id}",
                               style="danger"))
     status = Status.WARNING if found.creatable or found.refused else Status.OK
     return Result(title=f"Disaster recovery plan from backup {found.backup.id}", status=status, parts=parts,
@@ -288,11 +292,14 @@ def plan_dr_restore(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
                f"{found.backup.id}`." if found.refused else "")
         raise UserError(f"Nothing to restore from backup `{found.backup.id}`: no missing object can be created."
                         f"{why} Existing objects are never overwritten.")
+    # "NAME: why" would read as a secret to the redaction when NAME ends in -token: dashes instead.
     lines = [f"+ create {key}" for key in found.creatable]
-    lines += [f"! skip {key}: dry run refused: {why}" for key, why in sorted(found.refused.items())]
-    lines += [f"= keep {key} (exists{', differs: not applied' if diff else ''})"
-              for key, diff in sorted(found.present.items())]
-    lines += [f"- not restored {key}: {why}" for key, why in sorted(found.not_restored.items())]
+    lines += [f"! skip {key} — the dry run was refused — {why}" for key, why in sorted(found.refused.items())]
+    differing = sorted(key for key, diff in found.present.items() if diff)
+    lines += [f"= keep {key} — exists and differs from the backup; not changed" for key in differing]
+    if len(found.present) > len(differing):
+        lines.append(f"= keep {_n(len(found.present) - len(differing), 'other existing object')} as they are")
+    lines += [f"- not restored {key} — {why}" for key, why in sorted(found.not_restored.items())]
     warning = None
     if found.refused:
         warning = f"{len(found.refused)} missing objects would be refused by the API server and are not created."
@@ -301,7 +308,7 @@ def plan_dr_restore(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
         snapshot={"backup": found.backup.id, "sha256": found.backup.sha256, "missing": found.creatable,
                   "refused": sorted(found.refused)},
         preview=redact("\n".join(lines)),
-        summary=(f"Recreate {len(found.creatable)} missing objects in `{ctx.kube.namespace}` from backup "
+        summary=(f"Recreate {_n(len(found.creatable), 'missing object')} in `{ctx.kube.namespace}` from backup "
                  f"`{found.backup.id}` ({found.backup.created_at:%Y-%m-%d %H:%M} UTC); a fresh backup is taken "
                  "first; nothing is deleted or overwritten; Secrets come back through the ExternalSecret"),
         warning=warning,
@@ -356,7 +363,7 @@ def execute_dr_restore(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) 
         parts.append(Text(note))
     parts.append(Text("Nothing was deleted or overwritten. Follow the app with `/aia status` and `/aia pods`."))
     return Result(
-        title=f"Recreated {created} objects from backup {found.backup.id}",
+        title=f"Recreated {_n(created, 'object')} from backup {found.backup.id}",
         status=Status.WARNING if failed else Status.OK, parts=parts,
         summary=f"dr restore {found.backup.id}: created {created}, failed {failed}; fresh backup {fresh}",
     )
