@@ -82,10 +82,17 @@ def _exit_code(raw: str) -> tuple[int, str]:
 def exec_in_pod(gateway: KubeGateway, pod: str, container: str, command: list[str],
                 timeout: float) -> ExecOutcome:
     """Run ``command`` in ``pod``/``container`` and wait at most ``timeout`` seconds."""
-    api = client.CoreV1Api(client.ApiClient(gateway.api_client.configuration))
+    api_client = client.ApiClient(gateway.api_client.configuration)
+    api = client.CoreV1Api(api_client)
     box: dict[str, Any] = {}
 
     def run() -> None:
+        try:
+            exec_once()
+        finally:
+            api_client.close()
+
+    def exec_once() -> None:
         try:
             ws = stream(api.connect_get_namespaced_pod_exec, pod, gateway.namespace,
                         command=command, container=container, stderr=True, stdin=False,

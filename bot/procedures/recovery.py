@@ -41,6 +41,7 @@ from bot.redaction import redact
 from bot.registry import Param, Plan, Procedure, RiskClass
 from bot.results import Action, Fields, Preformatted, Result, Status, Table, Text
 from bot.store.models import ConfigBackup
+from bot.validators import reason
 
 Obj = dict[str, Any]
 SECTION = "Backup & Recovery › Disaster Recovery"
@@ -361,12 +362,20 @@ def execute_dr_restore(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) 
     note = _secrets_note(ctx, found)
     if note:
         parts.append(Text(note))
-    parts.append(Text("Nothing was deleted or overwritten. Follow the app with `/aia status` and `/aia pods`."))
+    rolled = [key.split("/", 1)[1] for key, outcome, _ in rows if outcome == "created" and key.startswith("Deployment/")]
+    follow = "".join(f" `/aia rollout status {name}`," for name in rolled)
+    parts.append(Text(f"Nothing was deleted or overwritten. Follow the app with{follow} `/aia status` and "
+                      "`/aia pods`."))
     return Result(
         title=f"Recreated {_n(created, 'object')} from backup {found.backup.id}",
         status=Status.WARNING if failed else Status.OK, parts=parts,
         summary=f"dr restore {found.backup.id}: created {created}, failed {failed}; fresh backup {fresh}",
     )
+
+
+# Off unless AIA_BREAK_GLASS_ENABLED; admins only, audited: a disaster with one person awake.
+BREAK_GLASS = Param("break-glass", "option", "admins only, when enabled: run without approval, say why",
+                    metavar="REASON", convert=reason)
 
 
 def _restore_now(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
@@ -393,7 +402,7 @@ PROCEDURES = [
     Procedure(
         name="dr restore", summary="Recreate missing objects from a verified backup (never deletes; 2 approvers)",
         risk=RiskClass.DESTRUCTIVE, runbook=(SECTION,), run=_restore_now,
-        plan=plan_dr_restore, execute=execute_dr_restore, params=(BACKUP_ID,), approvals=2,
+        plan=plan_dr_restore, execute=execute_dr_restore, params=(BACKUP_ID, BREAK_GLASS), approvals=2,
         examples=("/aia dr restore 3f9c2a7b1d04",),
         notes=("Takes a fresh `config backup` first; Secrets come back through the ExternalSecret; "
                "the runbook's `kubectl delete namespace` is never done."),
