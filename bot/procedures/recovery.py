@@ -242,8 +242,7 @@ def _rows(found: Analysis) -> list[list[str]]:
 
 
 def _secrets_note(ctx: ProcedureContext, found: Analysis) -> str:
-    if not found.not_restored and not any(k.startswith("Secret/") for k in found.missing):
-        return ""
+    # Always said, whether or not the backup lists Secrets: people expect a restore to bring them.
     return (f":lock: Secrets are not restored from a backup (it holds no values): ExternalSecret "
             f"`{ctx.settings.aia_external_secret}` recreates them from Secret Manager once it exists. "
             "Check with `/aia secrets`.")
@@ -268,9 +267,7 @@ def dr_plan(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     found = analyse(ctx, args["backup"])
     parts: list[Any] = [_header(found), Text(_counts(found) + ". Nothing is ever deleted or overwritten."),
                         Table(["OBJECT", "STATE", "DETAIL"], _rows(found))]
-    note = _secrets_note(ctx, found)
-    if note:
-        parts.append(Text(note))
+    parts.append(Text(_secrets_note(ctx, found)))
     diffs = [line for diff in found.present.values() for line in diff]
     if diffs:
         parts.append(Preformatted(redact("\n".join(diffs)), f"dr-plan-{found.backup.id}.diff",
@@ -359,9 +356,7 @@ def execute_dr_restore(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) 
              f"`/aia dr plan {fresh}`)."),
         Table(["OBJECT", "OUTCOME", "DETAIL"], rows),
     ]
-    note = _secrets_note(ctx, found)
-    if note:
-        parts.append(Text(note))
+    parts.append(Text(_secrets_note(ctx, found)))
     rolled = [key.split("/", 1)[1] for key, outcome, _ in rows if outcome == "created" and key.startswith("Deployment/")]
     follow = "".join(f" `/aia rollout status {name}`," for name in rolled)
     parts.append(Text(f"Nothing was deleted or overwritten. Follow the app with{follow} `/aia status` and "

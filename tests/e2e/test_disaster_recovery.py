@@ -60,7 +60,7 @@ def test_viewer_plans_with_a_dry_run_and_nothing_changes(stack: Stack) -> None:
     _disaster(stack)
     posted = _posted(stack, VIEWER, f"dr plan {backup}", "Disaster recovery plan")
     assert "ConfigMap/aia-config" in posted and "Ingress/aia-ingress" in posted
-    assert "2 missing and would be created" in posted and "recreates it" in posted
+    assert "2 missing and would be created" in posted and "Secrets are not restored from a backup" in posted
     assert f"dr restore {backup}" in posted  # the button
     assert not stack.writes()
     assert [r.path for r in stack.kube.requests if r.query.get("dryRun") == "All"]

@@ -32,7 +32,10 @@ def _writes(kube) -> list:  # type: ignore[no-untyped-def]
 def _backup(core) -> str:  # type: ignore[no-untyped-def]
     outcome = run_as(core, "operator", "config backup")
     assert outcome.kind is OutcomeKind.OK, outcome.message
-    return str(outcome.result.title.split()[-1])
+    with core.sessions() as session:
+        newest = session.query(ConfigBackup).order_by(ConfigBackup.created_at.desc()).first()
+    assert newest is not None and newest.id in outcome.result.title + outcome.result.summary
+    return str(newest.id)
 
 
 def _disaster(kube) -> None:  # type: ignore[no-untyped-def]
@@ -69,7 +72,8 @@ def test_plan_lists_missing_present_and_secrets_and_changes_nothing(core, kube) 
         assert f"{key}" in text
     assert text.count("missing: would be created") == 3
     assert "3 missing and would be created" in text and "(1 differ)" in text
-    assert "ExternalSecret `aia-secrets` recreates it" in text and "verified" in text
+    assert "Secrets are not restored from a backup" in text and "ExternalSecret `aia-secrets`" in text
+    assert "verified" in text
     diff = next(p for p in outcome.result.parts if getattr(p, "filename", "").endswith(".diff"))
     assert "-  replicas: 3" in diff.text and "+  replicas: 4" in diff.text
     dry = [r for r in kube.requests if r.method == "POST" and r.query.get("dryRun") == "All"]
