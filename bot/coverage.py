@@ -62,13 +62,15 @@ COVERAGE: list[tuple[str, Target]] = [
     (r"kubectl top pods", "top pods"),
     (r"kubectl describe resourcequota", "quota"),
     (r"kubectl describe nodes", "top nodes"),
-    (r"kubectl exec", Gap("never as written", "arbitrary exec from chat is a security hazard; a dedicated database check is not filed yet")),
+    (r"kubectl exec .*(nslookup|psql)", "db check"),
+    (r"kubectl exec", Gap("never as written", "arbitrary exec from chat is a security hazard; `/aia db check` runs one fixed script")),
     (r"kubectl scale deployment <affected-deployment> --replicas=0", "isolate"),
     (r"kubectl scale deployment", "scale"),
     (r"gcloud sql ", CLOUD_SQL),
     (r"gcloud compute instances list", Gap("not filed yet: Compute Engine check", "node VMs are visible through `/aia nodes`")),
     (r"kubectl get (all|roles)", "config backup"),
-    (r"kubectl delete namespace|kubectl apply -f backup-", Gap("not filed yet: namespace recreation", "destructive, two approvers, refuses without a verified backup")),
+    (r"kubectl delete namespace", Gap("never (deliberately refused)", "deleting the namespace destroys everything, Secrets and volumes included, before a restore that may fail; `/aia dr plan` and `/aia dr restore` recreate only what is missing")),
+    (r"kubectl apply -f backup-", "dr restore"),
 ]
 
 _COMMAND = re.compile(r"^\s*(kubectl|gcloud|curl)\b|container_memory_usage_bytes|rate\(http_requests_total|^\s*- alert:")

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     kube_request_timeout_seconds: float = Field(
         20.0, gt=0, description="Timeout of one Kubernetes API call."
     )
+    aia_db_check_timeout_seconds: float = Field(
+        20.0, gt=0, le=120,
+        description="`/aia db check`: how long the check may run inside the pod before the bot gives up.",
+    )
 
     # --- Prometheus / Grafana / endpoints -----------------------------------
     prometheus_url: str | None = Field(None, description="Prometheus base URL, e.g. http://prometheus:9090.")

@@ -34,6 +34,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from sandbox.kube_exec import ExecRefused, PodExec, exec_target, plan_exec, serve_exec
+
 Obj = dict[str, Any]
 # FakeKubeAPIServer has a method named "list", which hides the builtin in its annotations.
 ObjList = list[Obj]
@@ -117,7 +119,7 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource("", "v1", "namespaces", "namespace", "Namespace", False, ("ns",),
               ("status", "finalize"), has_status=True, returns_deleted=True),
     _Resource("", "v1", "nodes", "node", "Node", False, ("no",), ("status",), has_status=True),
-    _Resource("", "v1", "pods", "pod", "Pod", True, ("po",), ("log", "status"),
+    _Resource("", "v1", "pods", "pod", "Pod", True, ("po",), ("log", "status", "exec"),
               has_status=True, returns_deleted=True),
     _Resource("", "v1", "events", "event", "Event", True, ("ev",)),
     _Resource("", "v1", "services", "service", "Service", True, ("svc",), ("proxy", "status"),
@@ -144,6 +146,13 @@ _RESOURCES: tuple[_Resource, ...] = (
               ("netpol",)),
     _Resource("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", True, ("ing",),
               ("status",), has_status=True),
+    # Kinds a configuration backup may hold, for `/aia dr plan|restore` (generic create/get/list).
+    _Resource("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy",
+              True, ("netpol",)),
+    _Resource("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler",
+              "HorizontalPodAutoscaler", True, ("hpa",), ("status",), has_status=True),
+    _Resource("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget",
+              "PodDisruptionBudget", True, ("pdb",), ("status",), has_status=True),
     _Resource("metrics.k8s.io", "v1beta1", "pods", "", "PodMetrics", True, virtual=True),
     _Resource("metrics.k8s.io", "v1beta1", "nodes", "", "NodeMetrics", False, virtual=True),
     _Resource("external-secrets.io", "v1beta1", "externalsecrets", "externalsecret",
@@ -801,6 +810,8 @@ class FakeKubeAPIServer:
         self._rng = random.Random()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # pods/exec over WebSocket (sandbox/kube_exec.py): probes, RBAC switch, sessions.
+        self.pod_exec = PodExec()
         # A fresh cluster has these namespaces; creating objects elsewhere needs the namespace.
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -818,6 +829,7 @@ class FakeKubeAPIServer:
             self._node_metrics.clear()
             self._objects.clear()
             self._failures.clear()
+            self.pod_exec = PodExec()
             for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
                 self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
@@ -1525,6 +1537,9 @@ class FakeKubeAPIServer:
             if handler.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized")
             self._raise_injected_failure(method, path)
+            if exec_target(path) is not None:
+                self._serve_pod_exec(handler, path, split.query)
+                return
             if body_error:
                 raise ApiError(400, "couldn't get version/kind; json parse error: invalid JSON")
             with self._lock:
@@ -1539,6 +1554,25 @@ class FakeKubeAPIServer:
         except Exception as error:  # noqa: BLE001 - a bug here must reach the client as a 500
             response = _Response(500, ApiError(500, f"sandbox server error: {error!r}").status())
         self._send(handler, response)
+
+    def _serve_pod_exec(self, handler: _Handler, path: str, raw_query: str) -> None:
+        """``pods/exec``: validated under the lock, then the WebSocket session outside it."""
+        target = exec_target(path)
+        assert target is not None
+        namespace, name = target
+        upgrade = (handler.headers.get("Upgrade") or "").lower() == "websocket"
+
+        def stored(kind: str, obj_name: str, ns: str) -> Obj | None:
+            return self.get(kind, obj_name, ns)
+
+        with self._lock:
+            pod = self.get("Pod", name, namespace)
+            try:
+                plan = plan_exec(self.pod_exec, pod, stored, namespace, name, raw_query, upgrade)
+            except ExecRefused as refused:
+                details = {"name": name, "kind": "pods"} if refused.code in (403, 404) else None
+                raise ApiError(refused.code, refused.message, refused.reason, details) from None
+        serve_exec(handler, plan, lambda: self._httpd is None)
 
     def _stream_watch(self, handler: _Handler, watch: _WatchStream, query: dict[str, str]) -> None:
         """Newline-delimited watch events until timeoutSeconds, by polling the store.
@@ -1715,7 +1749,8 @@ class FakeKubeAPIServer:
             })
             for sub in res.subresources:
                 sub_kind = "Scale" if sub == "scale" else res.kind
-                verbs = {"log": ["get"], "proxy": ["get", "create", "update", "patch", "delete"],
+                verbs = {"log": ["get"], "exec": ["create", "get"],
+                         "proxy": ["get", "create", "update", "patch", "delete"],
                          "finalize": ["update"]}.get(sub, ["get", "patch", "update"])
                 resources.append({"name": f"{res.plural}/{sub}", "singularName": "",
                                   "namespaced": res.namespaced, "kind": sub_kind, "verbs": verbs})

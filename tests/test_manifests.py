@@ -33,9 +33,16 @@ DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "approve", "sign"}
 ALLOWED_WRITES = {
     ("apps", "deployments"): {"create", "update", "patch", "delete"},
     ("apps", "deployments/scale"): {"update", "patch"},
-    ("", "services"): {"patch"},
-    ("", "configmaps"): {"patch"},
     ("", "pods"): {"delete"},
+    # `/aia dr restore` (issue #10): create-only recreation of missing objects.
+    ("", "configmaps"): {"patch", "create"},
+    ("", "services"): {"patch", "create"},
+    ("", "serviceaccounts"): {"create"},
+    ("networking.k8s.io", "ingresses"): {"create"},
+    ("networking.k8s.io", "networkpolicies"): {"create"},
+    ("autoscaling", "horizontalpodautoscalers"): {"create"},
+    ("policy", "poddisruptionbudgets"): {"create"},
+    ("external-secrets.io", "externalsecrets"): {"create"},
 }
 SLACK_BOT_SCOPES = {
     "commands",
@@ -514,3 +521,11 @@ def _kustomize_cmd() -> list[str] | None:
     return None
 
 
+def test_exec_is_a_separate_role_granting_only_pods_exec_create(base: list[Obj]) -> None:
+    """`/aia db check` (issue #10): the one exec grant lives apart, so it can be left out."""
+    role = _only(base, "Role", "aia-bot-db-check")
+    assert role["metadata"]["namespace"] == APP_NAMESPACE
+    assert _rules(role) == [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]
+    binding = _only(base, "RoleBinding", "aia-bot-db-check")
+    assert binding["roleRef"]["name"] == "aia-bot-db-check"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "aia-bot", "namespace": BOT_NAMESPACE}]

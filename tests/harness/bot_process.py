@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -27,6 +28,15 @@ def aia_bot_executable() -> str:
     return str(candidate) if candidate.exists() else "aia-bot"
 
 
+def die_with_parent() -> None:
+    """Linux: SIGTERM the bot when the test process dies (a killed test run left bots running)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class BotProcess:
     def __init__(self, env: dict[str, str], log_path: Path, config_yaml: str | None = None) -> None:
         self.port = free_port()
@@ -50,6 +60,7 @@ class BotProcess:
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -61,8 +72,7 @@ class BotProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        self.process.kill()  # never leave an orphan server behind a failed start
-        self.process.wait(10)
+        self.stop()  # else the process outlives the test run and loads the machine
         raise RuntimeError(f"aia-bot serve did not come up:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
