@@ -9,8 +9,10 @@ line, PagerDuty Events v2) and posts its mention into the escalation's thread.
 Reports, measured at the receivers: lateness of each page after its due time (p50/p99/max),
 duplicate pages, pages missing, and the worst lateness of the steps the killed replica had
 fired (pages it claimed and may not have sent) and of the steps due right after the kill; and
-the CPU per page: every replica's CPU seconds from "all replicas up" to the end (the killed one's
-up to its kill) divided by the pages delivered. Start-up CPU (imports, migrations) is left out.
+the CPU per page: every replica's CPU seconds from the first due time (or from "all replicas up",
+if later) to the end (the killed one's up to its kill) divided by the pages delivered. Start-up
+CPU (imports, migrations) is left out; an idle replica's CPU per second is printed apart when the
+replicas were up 5 s or more before the first due time (raise --lead on a slow machine).
 
     .venv/bin/python bench/escalation_timers.py [--escalations 10000] [--spread 120] [--replicas 3]
         [--kill-at 60] [--database postgresql://postgres@127.0.0.1:5432/test]
@@ -204,10 +206,17 @@ def run(args: argparse.Namespace, escalations: int, kill_at: float) -> dict[str,
     for replica in replicas:
         replica.start(timeout=60)
     pids = [r.process.pid for r in replicas if r.process is not None]
+    up_at = time.time()
+    cpu_at_up = {pid: cpu_seconds(pid) for pid in pids}
+    print(f"{len(replicas)} replicas up {up_at - first_due.timestamp():+.1f}s from the first due time", flush=True)
+    # CPU per page counts from the first due time (or from "all up", if they came up late):
+    # an idle replica's own polling is measured apart, over the wait before it.
+    idle_cpu_per_s = None
+    if first_due.timestamp() - up_at > 5:
+        time.sleep(first_due.timestamp() - up_at)
+        idle_cpu_per_s = sum(cpu_seconds(pid) - cpu_at_up[pid] for pid in pids) / len(pids) / (time.time() - up_at)
     cpu_at_start = {pid: cpu_seconds(pid) for pid in pids}
     cpu_at_end: dict[int, float] = {}
-    print(f"{len(replicas)} replicas up {time.time() - first_due.timestamp():+.1f}s from the first due time",
-          flush=True)
     profiler = None
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -277,6 +286,7 @@ def run(args: argparse.Namespace, escalations: int, kill_at: float) -> dict[str,
         # one's up to its kill) per page delivered.
         "cpu_ms_per_page": round(1000 * run_cpu / max(1, delivered), 2),
         "cpu_s_all_replicas_during_run": round(run_cpu, 1),
+        "idle_cpu_ms_per_s_per_replica": round(1000 * idle_cpu_per_s, 1) if idle_cpu_per_s is not None else None,
     }
     claims, sends = claim_and_send_times(url)
     if claims and sends:

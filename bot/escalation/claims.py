@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, Table, bindparam, exists, insert, select, tuple_, update
 
 from bot.escalation.membership import Membership
 from bot.escalation.pages import Incident, Page, StepPlan, paged_detail, step_pages
@@ -37,11 +37,6 @@ CLAIM_COLUMNS = tuple(ESCALATIONS.c[name] for name in (
 _PAGE_COLUMNS = (PAGES.c.id, PAGES.c.key, PAGES.c.kind, PAGES.c.target, PAGES.c.level, PAGES.c.payload,
                  PAGES.c.attempts)
 Step = tuple[str, int]  # (escalation id, version the timer was set for)
-
-
-class Conflict(Exception):
-    """A batch's compare-and-set found a row changed under it (SQLite, no row locks): the
-    transaction is rolled back and every step of the batch is tried again shortly."""
 
 
 @dataclass(frozen=True)
@@ -89,11 +84,8 @@ class Claims:
         if not wanted:
             return results
         now = self.clock()
-        try:
-            with self.engine.begin() as conn:
-                self._claim_due(conn, wanted, now, results)
-        except Conflict:
-            return {step: ("later", None) for step in wanted}
+        with self.engine.begin() as conn:
+            self._claim_due(conn, wanted, now, results)
         return results
 
     def _claim_due(self, conn: Connection, wanted: list[Step], now: datetime,
@@ -102,7 +94,7 @@ class Claims:
         # versions) without locking their rows.
         current = {r.id: r for r in conn.execute(
             select(ESCALATIONS.c.id, ESCALATIONS.c.version, ESCALATIONS.c.status, ESCALATIONS.c.next_level,
-                   ESCALATIONS.c.next_due_at, ESCALATIONS.c.step_seq)
+                   ESCALATIONS.c.next_due_at)
             .where(ESCALATIONS.c.id.in_({esc_id for esc_id, _ in wanted}))
         )}
         candidates: list[Step] = []
@@ -115,39 +107,41 @@ class Claims:
                 results[(esc_id, version)] = ("later", None)
             else:
                 candidates.append((esc_id, version))
-        busy = self.threads_busy(conn, [e for e, _ in candidates if current[e].step_seq > 0], now)
-        for step in [c for c in candidates if c[0] in busy]:
-            results[step] = ("later", None)
-        candidates = [c for c in candidates if c[0] not in busy]
         if not candidates:
             return
         # Lock the rows still at the version their timers were set for. SKIP LOCKED: a row
         # another replica is claiming (or a person acknowledging) right now is tried again
-        # shortly, and then found fired; nobody waits on anybody.
+        # shortly, and then found fired; nobody waits on anybody. A row whose previous
+        # step's thread message is still being posted waits too: steps that fire back to
+        # back (catching up after a restart) keep their order in the thread.
         locked = conn.execute(
             select(*CLAIM_COLUMNS)
             .where(tuple_(ESCALATIONS.c.id, ESCALATIONS.c.version).in_(candidates),
-                   ESCALATIONS.c.status.in_(FIRING), ESCALATIONS.c.next_due_at <= now)
+                   ESCALATIONS.c.status.in_(FIRING), ESCALATIONS.c.next_due_at <= now,
+                   ~exists().where(PAGES.c.escalation_id == ESCALATIONS.c.id, PAGES.c.kind == "slack_thread",
+                                   PAGES.c.status == "sending", PAGES.c.claimed_until > now))
             .order_by(ESCALATIONS.c.id)
-            .with_for_update(skip_locked=True)
+            .with_for_update(of=ESCALATIONS, skip_locked=True)
         ).all()
         by_id = {row.id: row for row in locked}
         for step in candidates:
             if step[0] not in by_id:
                 results[step] = ("later", None)
         rows = [by_id[esc_id] for esc_id, _ in candidates if esc_id in by_id]
-        for claim in self.claim_rows(conn, rows, now, FIRING):
-            results[(claim.escalation_id, claim.version - 1)] = ("fired", claim)
+        for step, claim in self.claim_rows(conn, rows, now, FIRING).items():
+            results[step] = ("fired", claim) if claim is not None else ("stale", None)
 
     def claim_rows(self, conn: Connection, rows: Sequence[Any], now: datetime, allowed: tuple[str, ...],
-                   level: int | None = None, reason: str | None = None, actor: str = BOT_ACTOR) -> list[Claim]:
+                   level: int | None = None, reason: str | None = None,
+                   actor: str = BOT_ACTOR) -> dict[Step, Claim | None]:
         """Compare-and-set each row to "level paged" and insert its pages, claimed by us.
 
-        One UPDATE statement set (executemany) and one multi-row INSERT for the whole batch.
-        ``level``/``reason``: escalate now; by default each row's planned next step.
+        One compare-and-set per row, one multi-row INSERT of all pages and one of all events.
+        ``level``/``reason``: escalate now; by default each row's planned next step. Returns
+        the claim of each (id, version), None where the row had changed.
         """
         if not rows:
-            return []
+            return {}
         token = secrets.token_hex(8)
         lease = now + timedelta(seconds=self.lease_seconds)
         lease_end = time.monotonic() + self.lease_seconds
@@ -179,47 +173,38 @@ class Claims:
                 payloads.append(payload)
             event_rows.append(event_values(row.id, now, "paged", actor, paged, paged_detail(policy, paged, why),
                                            step.late if step.late >= self.late_after else None))
-        changed = conn.execute(
-            update(ESCALATIONS)
-            # No IN list here: an expanding parameter cannot be used with executemany.
-            .where(ESCALATIONS.c.id == bindparam("b_id"), ESCALATIONS.c.version == bindparam("b_version"),
-                   or_(*(ESCALATIONS.c.status == status for status in allowed)))
-            .values(version=bindparam("b_next_version"), step_seq=bindparam("b_seq"),
-                    current_level=bindparam("b_level"), cycle=bindparam("b_cycle"),
-                    next_level=bindparam("b_next_level"), next_reason=bindparam("b_next_reason"),
-                    next_due_at=bindparam("b_next_due"), status=Status.ACTIVE.value, snoozed_until=None,
-                    fired_by=replica),
-            updates,
-        ).rowcount
-        # On PostgreSQL the rows are locked FOR UPDATE, so this holds; SQLite has no row locks.
-        if changed != len(updates):
-            raise Conflict
+        cas = (update(ESCALATIONS)
+               .where(ESCALATIONS.c.id == bindparam("b_id"), ESCALATIONS.c.version == bindparam("b_version"),
+                      ESCALATIONS.c.status.in_(allowed))
+               .values(version=bindparam("b_next_version"), step_seq=bindparam("b_seq"),
+                       current_level=bindparam("b_level"), cycle=bindparam("b_cycle"),
+                       next_level=bindparam("b_next_level"), next_reason=bindparam("b_next_reason"),
+                       next_due_at=bindparam("b_next_due"), status=Status.ACTIVE.value, snoozed_until=None,
+                       fired_by=replica))
+        # One statement per row rather than executemany: psycopg's pipelined executemany cost
+        # more CPU than the few round trips of a batch. A row that changed under us (SQLite has
+        # no row locks; on PostgreSQL the rows are locked FOR UPDATE) is stale, and its pages
+        # and event are left out.
+        fired = [conn.execute(cas, values).rowcount == 1 for values in updates]
+        plans = [plan for plan, ok in zip(plans, fired, strict=True) if ok]
+        keep = {plan[0].id for plan in plans}
+        if len(keep) < len(updates):
+            payloads = [p for p, r in zip(payloads, page_rows, strict=True) if r["escalation_id"] in keep]
+            page_rows = [r for r in page_rows if r["escalation_id"] in keep]
+            event_rows = [e for e in event_rows if e["escalation_id"] in keep]
+            plans = _renumber(plans, page_rows)
+        outcome: dict[Step, Claim | None] = {(row.id, row.version): None for row in rows}
+        if not plans:
+            return outcome
         ids = conn.execute(insert(PAGES).returning(PAGES.c.id, sort_by_parameter_order=True), page_rows).scalars().all()
         conn.execute(insert(EVENTS), event_rows)
-        claims: list[Claim] = []
         ends = [first for _, _, first in plans[1:]] + [len(page_rows)]
         for (row, step, first), end in zip(plans, ends, strict=True):
             pages = tuple(Page(ids[i], page_rows[i]["key"], page_rows[i]["kind"], page_rows[i]["target"], step.level,
                                payloads[i], 0) for i in range(first, end))
-            claims.append(Claim(row.id, token, [p.id for p in pages], row.version + 1, step.next_due,
-                                incident_of(row), pages, lease_end))
-        return claims
-
-    @staticmethod
-    def threads_busy(conn: Connection, escalation_ids: list[str], now: datetime) -> set[str]:
-        """Escalations whose previous step's thread message is still being posted.
-
-        Steps that fire back to back (catching up after a restart) keep their order in the
-        thread: the next waits until the previous step's thread message is out.
-        """
-        if not escalation_ids:
-            return set()
-        return set(conn.execute(
-            select(PAGES.c.escalation_id).where(
-                PAGES.c.escalation_id.in_(escalation_ids), PAGES.c.kind == "slack_thread",
-                PAGES.c.status == "sending", PAGES.c.claimed_until > now,
-            ).distinct()
-        ).scalars())
+            outcome[(row.id, row.version)] = Claim(row.id, token, [p.id for p in pages], row.version + 1, step.next_due,
+                                                   incident_of(row), pages, lease_end)
+        return outcome
 
     # ------------------------------------------------------------------ pages
     def webhook_followups(self, conn: Connection, escalation_id: str, version: int, step_seq: int, level: int,
@@ -297,3 +282,11 @@ class Claims:
     def surely_mine(self, claim: Claim) -> bool:
         """No other replica can have taken this claim over yet: no need to ask the database."""
         return self.membership.surely_alive_until(claim.lease_end)
+
+
+def _renumber(plans: list[tuple[Any, StepPlan, int]], page_rows: list[dict[str, Any]]) -> list[tuple[Any, StepPlan, int]]:
+    """Each plan's index of its first page, after pages of stale rows were left out."""
+    first: dict[str, int] = {}
+    for index, page in enumerate(page_rows):
+        first.setdefault(page["escalation_id"], index)
+    return [(row, step, first[row.id]) for row, step, _ in plans]

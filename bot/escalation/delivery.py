@@ -11,9 +11,9 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
-from sqlalchemy import Engine, bindparam, insert, select, text, update
+from sqlalchemy import Engine, insert, select, text, tuple_, update
 
 from bot.escalation.channels import (
     EmailPager,
@@ -57,16 +57,15 @@ class SentMarks:
         self.replica = replica
         self.clock = clock
         self._lock = threading.Lock()
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[int, str]] = []
         self._writing = False
 
-    def record(self, pages: list[tuple[int, int]], token: str) -> None:
-        """(page id, attempts so far + 1) of pages sent under ``token``."""
+    def record(self, pages: list[int], token: str) -> None:
+        """Pages sent under ``token`` (their attempts count one more)."""
         if not pages:
             return
-        now = self.clock()
         with self._lock:
-            self._pending += [{"b_id": i, "b_token": token, "b_attempts": n, "b_at": now} for i, n in pages]
+            self._pending += [(page, token) for page in pages]
             if self._writing:
                 return
             self._writing = True
@@ -81,17 +80,18 @@ class SentMarks:
             with self._lock:
                 self._writing = False
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
+    def _write(self, batch: list[tuple[int, str]]) -> None:
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Losing this mark in a database crash only means a re-send, which the
                 # Slack check and the webhook dedup key absorb: not worth an fsync per page.
                 conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            # Only the holder of a page's token may mark it (a page taken over meanwhile is
+            # the new holder's). One statement for the batch.
             conn.execute(
-                update(PAGES).where(PAGES.c.id == bindparam("b_id"), PAGES.c.claim_token == bindparam("b_token"))
-                .values(status="sent", sent_at=bindparam("b_at"), sent_by=self.replica,
-                        attempts=bindparam("b_attempts"), claim_token=None, claimed_until=None),
-                batch,
+                update(PAGES).where(tuple_(PAGES.c.id, PAGES.c.claim_token).in_(batch))
+                .values(status="sent", sent_at=self.clock(), sent_by=self.replica, attempts=PAGES.c.attempts + 1,
+                        claim_token=None, claimed_until=None)
             )
 
 
@@ -113,12 +113,12 @@ class Delivery:
     def send_claimed(self, claim: Claim) -> None:
         ids = [p.id for p in claim.pages]
         mine = set(ids) if self.claims.surely_mine(claim) else self.claims.still_mine(ids, claim.token)
-        sent: list[tuple[int, int]] = []
+        sent: list[int] = []
         for page in claim.pages:
             if page.kind != "email" and page.id in mine:
                 try:
                     if self._attempt(claim.incident, page, claim.token, recovering=False):
-                        sent.append((page.id, 1))
+                        sent.append(page.id)
                 except Exception:  # noqa: BLE001 - one broken page must not stop the others
                     log.exception("escalation page %s failed unexpectedly", page.id)
         self.marks.record(sent, claim.token)
@@ -139,7 +139,7 @@ class Delivery:
                 return
             if not self._attempt(incident, page, token, recovering):
                 return
-            self.marks.record([(page.id, page.attempts + 1)], token)
+            self.marks.record([page.id], token)
             if page.attempts > 0 and page.kind in ("email", "webhook"):
                 self.note(incident, f":white_check_mark: {channel_label(page.kind)} to {target_label(page.kind, page.target)} "
                                     f"went out on attempt {page.attempts + 1}.", "ok")

@@ -28,7 +28,6 @@ from bot.escalation.claims import (
     PAGES,
     Claim,
     Claims,
-    Conflict,
     Step,
     event_values,
 )
@@ -195,12 +194,12 @@ class EscalationMachine:
             level = min(row.current_level + 1, levels) if row.current_level else (row.next_level or 1)
             conn.execute(insert(EVENTS).values(event_values(row.id, now, "escalated_now", actor, level,
                                                             f"to level {level}")))
-            try:
-                claims = self.claims.claim_rows(conn, [row], now, OPEN, level=level, reason="escalate_now", actor=actor)
-            except Conflict:
-                raise UserError("The escalation changed at this moment; look at the thread and try again.") from None
+            claim = self.claims.claim_rows(conn, [row], now, OPEN, level=level, reason="escalate_now",
+                                           actor=actor)[(row.id, row.version)]
+            if claim is None:
+                raise UserError("The escalation changed at this moment; look at the thread and try again.")
             fresh = conn.execute(select(ESCALATIONS).where(ESCALATIONS.c.id == escalation_id)).one()
-        self.background(self.send_and_schedule, claims[0])
+        self.background(self.send_and_schedule, claim)
         return Change(view_of(fresh, self.clock), f"Escalating to level {level} {level_name(row.policy, level)} now.")
 
     # ------------------------------------------------------------------ alert groups
