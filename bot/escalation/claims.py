@@ -20,8 +20,24 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, exists, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    column,
+    exists,
+    insert,
+    select,
+    tuple_,
+    update,
+    values,
+)
 
+from bot.escalation.engines import retry_once
 from bot.escalation.membership import Membership
 from bot.escalation.pages import Incident, Page, StepPlan, paged_detail, step_pages
 from bot.escalation.state import BOT_ACTOR, FIRING, Status, aware, plan_after, policy_of
@@ -63,9 +79,10 @@ def event_values(escalation_id: str, at: datetime, kind: str, actor: str | None,
 
 
 class Claims:
-    def __init__(self, engine: Engine, membership: Membership, clock: Callable[[], datetime],
+    def __init__(self, engine: Engine, hot: Engine, membership: Membership, clock: Callable[[], datetime],
                  lease_seconds: float, late_after: float) -> None:
         self.engine = engine
+        self.hot = hot  # the claimer's own pool (engines.py)
         self.membership = membership
         self.clock = clock
         self.lease_seconds = lease_seconds
@@ -83,52 +100,49 @@ class Claims:
         results: dict[Step, tuple[str, Claim | None]] = {}
         if not wanted:
             return results
-        now = self.clock()
-        with self.engine.begin() as conn:
-            self._claim_due(conn, wanted, now, results)
-        return results
+        def claim() -> dict[Step, tuple[str, Claim | None]]:
+            results.clear()
+            now = self.clock()
+            with self.hot.begin() as conn:
+                self._claim_due(conn, wanted, now, results)
+            return results
+
+        return retry_once(claim)
 
     def _claim_due(self, conn: Connection, wanted: list[Step], now: datetime,
                    results: dict[Step, tuple[str, Claim | None]]) -> None:
-        # A plain read sorts out the stale timers (backups of steps already fired, old
-        # versions) without locking their rows.
-        current = {r.id: r for r in conn.execute(
-            select(ESCALATIONS.c.id, ESCALATIONS.c.version, ESCALATIONS.c.status, ESCALATIONS.c.next_level,
-                   ESCALATIONS.c.next_due_at)
-            .where(ESCALATIONS.c.id.in_({esc_id for esc_id, _ in wanted}))
-        )}
-        candidates: list[Step] = []
-        for esc_id, version in wanted:
-            row = current.get(esc_id)
-            due = aware(row.next_due_at) if row is not None else None
-            if row is None or row.version != version or row.status not in FIRING or row.next_level is None or due is None:
-                results[(esc_id, version)] = ("stale", None)
-            elif due > now:
-                results[(esc_id, version)] = ("later", None)
-            else:
-                candidates.append((esc_id, version))
-        if not candidates:
-            return
-        # Lock the rows still at the version their timers were set for. SKIP LOCKED: a row
-        # another replica is claiming (or a person acknowledging) right now is tried again
-        # shortly, and then found fired; nobody waits on anybody. A row whose previous
+        # Lock the rows still at the version their timers were set for and due. SKIP LOCKED:
+        # a row another replica is claiming (or a person acknowledging) right now is tried
+        # again shortly, and then found fired; nobody waits on anybody. A row whose previous
         # step's thread message is still being posted waits too: steps that fire back to
         # back (catching up after a restart) keep their order in the thread.
         locked = conn.execute(
             select(*CLAIM_COLUMNS)
-            .where(tuple_(ESCALATIONS.c.id, ESCALATIONS.c.version).in_(candidates),
-                   ESCALATIONS.c.status.in_(FIRING), ESCALATIONS.c.next_due_at <= now,
+            .where(tuple_(ESCALATIONS.c.id, ESCALATIONS.c.version).in_(wanted),
+                   ESCALATIONS.c.status.in_(FIRING), ESCALATIONS.c.next_level.is_not(None),
+                   ESCALATIONS.c.next_due_at <= now,
                    ~exists().where(PAGES.c.escalation_id == ESCALATIONS.c.id, PAGES.c.kind == "slack_thread",
                                    PAGES.c.status == "sending", PAGES.c.claimed_until > now))
             .order_by(ESCALATIONS.c.id)
             .with_for_update(of=ESCALATIONS, skip_locked=True)
         ).all()
-        by_id = {row.id: row for row in locked}
-        for step in candidates:
-            if step[0] not in by_id:
-                results[step] = ("later", None)
-        rows = [by_id[esc_id] for esc_id, _ in candidates if esc_id in by_id]
-        for step, claim in self.claim_rows(conn, rows, now, FIRING).items():
+        by_step = {(row.id, row.version): row for row in locked}
+        missing = [step for step in wanted if step not in by_step]
+        if missing:
+            # Why not: a plain read, no locks. Mostly the backup timers of steps fired already.
+            current = {r.id: r for r in conn.execute(
+                select(ESCALATIONS.c.id, ESCALATIONS.c.version, ESCALATIONS.c.status, ESCALATIONS.c.next_level,
+                       ESCALATIONS.c.next_due_at)
+                .where(ESCALATIONS.c.id.in_({esc_id for esc_id, _ in missing}))
+            )}
+            for esc_id, version in missing:
+                row = current.get(esc_id)
+                if (row is None or row.version != version or row.status not in FIRING or row.next_level is None
+                        or row.next_due_at is None):
+                    results[(esc_id, version)] = ("stale", None)
+                else:
+                    results[(esc_id, version)] = ("later", None)  # not due, locked, or its thread is busy
+        for step, claim in self.claim_rows(conn, list(by_step.values()), now, FIRING).items():
             results[step] = ("fired", claim) if claim is not None else ("stale", None)
 
     def claim_rows(self, conn: Connection, rows: Sequence[Any], now: datetime, allowed: tuple[str, ...],
@@ -173,20 +187,8 @@ class Claims:
                 payloads.append(payload)
             event_rows.append(event_values(row.id, now, "paged", actor, paged, paged_detail(policy, paged, why),
                                            step.late if step.late >= self.late_after else None))
-        cas = (update(ESCALATIONS)
-               .where(ESCALATIONS.c.id == bindparam("b_id"), ESCALATIONS.c.version == bindparam("b_version"),
-                      ESCALATIONS.c.status.in_(allowed))
-               .values(version=bindparam("b_next_version"), step_seq=bindparam("b_seq"),
-                       current_level=bindparam("b_level"), cycle=bindparam("b_cycle"),
-                       next_level=bindparam("b_next_level"), next_reason=bindparam("b_next_reason"),
-                       next_due_at=bindparam("b_next_due"), status=Status.ACTIVE.value, snoozed_until=None,
-                       fired_by=replica))
-        # One statement per row rather than executemany: psycopg's pipelined executemany cost
-        # more CPU than the few round trips of a batch. A row that changed under us (SQLite has
-        # no row locks; on PostgreSQL the rows are locked FOR UPDATE) is stale, and its pages
-        # and event are left out.
-        fired = [conn.execute(cas, values).rowcount == 1 for values in updates]
-        plans = [plan for plan, ok in zip(plans, fired, strict=True) if ok]
+        fired = self._compare_and_set(conn, updates, allowed, replica)
+        plans = [plan for plan in plans if plan[0].id in fired]
         keep = {plan[0].id for plan in plans}
         if len(keep) < len(updates):
             payloads = [p for p, r in zip(payloads, page_rows, strict=True) if r["escalation_id"] in keep]
@@ -205,6 +207,40 @@ class Claims:
             outcome[(row.id, row.version)] = Claim(row.id, token, [p.id for p in pages], row.version + 1, step.next_due,
                                                    incident_of(row), pages, lease_end)
         return outcome
+
+    @staticmethod
+    def _compare_and_set(conn: Connection, updates: list[dict[str, Any]], allowed: tuple[str, ...],
+                         replica: str) -> set[str]:
+        """Move each row to its next step if still at its version; the ids that moved.
+
+        PostgreSQL: one UPDATE … FROM (VALUES …) for the batch (the rows are locked FOR UPDATE
+        already, so it cannot miss one). SQLite: one statement per row.
+        """
+        common = {"status": Status.ACTIVE.value, "snoozed_until": None, "fired_by": replica}
+        if conn.dialect.name == "postgresql" and len(updates) > 1:
+            batch = values(
+                column("b_id", String), column("b_version", Integer), column("b_next_version", Integer),
+                column("b_seq", Integer), column("b_level", Integer), column("b_cycle", Integer),
+                column("b_next_level", Integer), column("b_next_reason", String),
+                column("b_next_due", DateTime(timezone=True)), name="batch",
+            ).data([tuple(u.values()) for u in updates])
+            return set(conn.execute(
+                update(ESCALATIONS)
+                .where(ESCALATIONS.c.id == batch.c.b_id, ESCALATIONS.c.version == batch.c.b_version,
+                       ESCALATIONS.c.status.in_(allowed))
+                .values(version=batch.c.b_next_version, step_seq=batch.c.b_seq, current_level=batch.c.b_level,
+                        cycle=batch.c.b_cycle, next_level=batch.c.b_next_level,
+                        next_reason=batch.c.b_next_reason, next_due_at=batch.c.b_next_due, **common)
+                .returning(ESCALATIONS.c.id)
+            ).scalars())
+        cas = (update(ESCALATIONS)
+               .where(ESCALATIONS.c.id == bindparam("b_id"), ESCALATIONS.c.version == bindparam("b_version"),
+                      ESCALATIONS.c.status.in_(allowed))
+               .values(version=bindparam("b_next_version"), step_seq=bindparam("b_seq"),
+                       current_level=bindparam("b_level"), cycle=bindparam("b_cycle"),
+                       next_level=bindparam("b_next_level"), next_reason=bindparam("b_next_reason"),
+                       next_due_at=bindparam("b_next_due"), **common))
+        return {u["b_id"] for u in updates if conn.execute(cas, u).rowcount == 1}
 
     # ------------------------------------------------------------------ pages
     def webhook_followups(self, conn: Connection, escalation_id: str, version: int, step_seq: int, level: int,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Engine, insert, select, text, tuple_, update
+from sqlalchemy import Engine, insert, select, tuple_, update
 
 from bot.escalation.channels import (
     EmailPager,
@@ -23,6 +23,7 @@ from bot.escalation.channels import (
     WebhookPager,
 )
 from bot.escalation.claims import ESCALATIONS, EVENTS, PAGES, Claim, Claims, event_values
+from bot.escalation.engines import retry_once
 from bot.escalation.pages import Incident, Page, channel_label, email_body, target_label
 from bot.escalation.policy import format_duration
 from bot.escalation.state import BOT_ACTOR, Status
@@ -53,7 +54,7 @@ class SentMarks:
     """
 
     def __init__(self, engine: Engine, replica: str, clock: Callable[[], datetime]) -> None:
-        self.engine = engine
+        self.engine = engine  # engines.py: autocommit, no wait for the WAL flush (on PostgreSQL)
         self.replica = replica
         self.clock = clock
         self._lock = threading.Lock()
@@ -81,23 +82,22 @@ class SentMarks:
                 self._writing = False
 
     def _write(self, batch: list[tuple[int, str]]) -> None:
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # Losing this mark in a database crash only means a re-send, which the
-                # Slack check and the webhook dedup key absorb: not worth an fsync per page.
-                conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        def write() -> None:
             # Only the holder of a page's token may mark it (a page taken over meanwhile is
             # the new holder's). One statement for the batch.
-            conn.execute(
-                update(PAGES).where(tuple_(PAGES.c.id, PAGES.c.claim_token).in_(batch))
-                .values(status="sent", sent_at=self.clock(), sent_by=self.replica, attempts=PAGES.c.attempts + 1,
-                        claim_token=None, claimed_until=None)
-            )
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(PAGES).where(tuple_(PAGES.c.id, PAGES.c.claim_token).in_(batch))
+                    .values(status="sent", sent_at=self.clock(), sent_by=self.replica,
+                            attempts=PAGES.c.attempts + 1, claim_token=None, claimed_until=None)
+                )
+
+        retry_once(write)
 
 
 class Delivery:
-    def __init__(self, engine: Engine, claims: Claims, slack: SlackPager, email: EmailPager, webhook: WebhookPager,
-                 renderer: Callable[[], EscalationRenderer], clock: Callable[[], datetime],
+    def __init__(self, engine: Engine, marks: SentMarks, claims: Claims, slack: SlackPager, email: EmailPager,
+                 webhook: WebhookPager, renderer: Callable[[], EscalationRenderer], clock: Callable[[], datetime],
                  max_attempts: int, retry_seconds: float) -> None:
         self.engine = engine
         self.claims = claims
@@ -108,7 +108,7 @@ class Delivery:
         self.clock = clock
         self.max_attempts = max_attempts
         self.retry_seconds = retry_seconds
-        self.marks = SentMarks(engine, claims.membership.replica, clock)
+        self.marks = marks
 
     def send_claimed(self, claim: Claim) -> None:
         ids = [p.id for p in claim.pages]

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.errors import ConfigurationError, UserError
 from bot.escalation.channels import EmailPager, SlackPager, SmtpConfig, WebhookPager
 from bot.escalation.claims import ESCALATIONS, Claim, Claims, Step
-from bot.escalation.delivery import Delivery, Thread
+from bot.escalation.delivery import Delivery, SentMarks, Thread
+from bot.escalation.engines import HotEngines
 from bot.escalation.machine import Change, EscalationMachine, new_escalation_id
 from bot.escalation.membership import Membership
 from bot.escalation.policy import EscalationPolicy
@@ -79,10 +80,13 @@ class EscalationService:
         self._pool = ThreadPoolExecutor(settings.aia_escalation_workers, thread_name_prefix="aia-page")
         self.timers = StepTimers()
         self.membership = Membership(engine, settings.aia_escalation_poll_seconds, clock_fn)
-        self.claims = Claims(engine, self.membership, clock_fn, settings.aia_escalation_lease_seconds,
-                             settings.aia_escalation_late_seconds)
-        self.delivery = Delivery(engine, self.claims, self.slack, self.email, self.webhook, lambda: self._renderer,
-                                 clock_fn, settings.aia_escalation_max_attempts, settings.aia_escalation_retry_seconds)
+        self.engines = HotEngines(engine)
+        self.claims = Claims(engine, self.engines.claims, self.membership, clock_fn,
+                             settings.aia_escalation_lease_seconds, settings.aia_escalation_late_seconds)
+        marks = SentMarks(self.engines.marks, self.membership.replica, clock_fn)
+        self.delivery = Delivery(engine, marks, self.claims, self.slack, self.email, self.webhook,
+                                 lambda: self._renderer, clock_fn, settings.aia_escalation_max_attempts,
+                                 settings.aia_escalation_retry_seconds)
         self.machine = EscalationMachine(engine, self.claims, self.delivery, clock_fn, self.timers.schedule,
                                          self.background)
 
@@ -114,6 +118,7 @@ class EscalationService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.engines.dispose()
 
     def background(self, fn: Callable[..., Any], *args: Any) -> None:
         """Event subscribers must be quick: the work runs on the paging threads."""
