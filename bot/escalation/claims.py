@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
+from typing import cast as typed
 
 from sqlalchemy import (
     Connection,
@@ -28,6 +29,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    cast,
     column,
     exists,
     insert,
@@ -43,9 +45,9 @@ from bot.escalation.pages import Incident, Page, StepPlan, paged_detail, step_pa
 from bot.escalation.state import BOT_ACTOR, FIRING, Status, aware, plan_after, policy_of
 from bot.store.models import Escalation, EscalationDelivery, EscalationEvent
 
-ESCALATIONS = cast(Table, Escalation.__table__)
-PAGES = cast(Table, EscalationDelivery.__table__)
-EVENTS = cast(Table, EscalationEvent.__table__)
+ESCALATIONS = typed(Table, Escalation.__table__)
+PAGES = typed(Table, EscalationDelivery.__table__)
+EVENTS = typed(Table, EscalationEvent.__table__)
 # Columns a claim reads from the escalation row: enough to page without reading it again.
 CLAIM_COLUMNS = tuple(ESCALATIONS.c[name] for name in (
     "id", "version", "status", "next_level", "next_due_at", "next_reason", "step_seq", "cycle", "policy",
@@ -229,8 +231,10 @@ class Claims:
                 .where(ESCALATIONS.c.id == batch.c.b_id, ESCALATIONS.c.version == batch.c.b_version,
                        ESCALATIONS.c.status.in_(allowed))
                 .values(version=batch.c.b_next_version, step_seq=batch.c.b_seq, current_level=batch.c.b_level,
-                        cycle=batch.c.b_cycle, next_level=batch.c.b_next_level,
-                        next_reason=batch.c.b_next_reason, next_due_at=batch.c.b_next_due, **common)
+                        # A column of only NULLs (the chain's last step) comes out as text: cast.
+                        cycle=batch.c.b_cycle, next_level=cast(batch.c.b_next_level, Integer),
+                        next_reason=batch.c.b_next_reason,
+                        next_due_at=cast(batch.c.b_next_due, DateTime(timezone=True)), **common)
                 .returning(ESCALATIONS.c.id)
             ).scalars())
         cas = (update(ESCALATIONS)

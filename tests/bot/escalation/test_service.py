@@ -394,3 +394,31 @@ def test_a_dead_claim_holder_is_covered_after_its_lease(esc_core_factory: CoreFa
     slack.wait_for(lambda: _dms(slack, esc_id)["D0ADM01"] == 1, timeout=10)
     slack.wait_for(lambda: all(d.status == "sent" for d in _esc(core).pages_of(esc_id) if d.kind == "slack_dm"))
     assert _dms(slack, esc_id) == Counter({"D0OPS01": 1, "D0ONCALL": 1, "D0ADM01": 1})
+
+
+def test_a_batch_of_last_steps_ends_each_chain(esc_core_factory: CoreFactory, slack: FakeSlackServer,
+                                               webhook: WebhookReceiver) -> None:
+    """A batch whose steps are all the chain's last (nothing planned after them) is claimed in
+    one statement too, and leaves every escalation open with no next step."""
+    two_levels = {"start_on": {"severity": ["critical"]}, "levels": [
+        {"name": "on-call", "notify": ["U0OPS01"], "wait": LONG},
+        {"name": "devops-team", "notify": ["U0ADM01"], "wait": LONG}]}
+    core = esc_core_factory(two_levels, scheduler=False)
+    ids = [_page(core, f"page 1 last {i}") for i in range(3)]
+    for esc_id in ids:
+        _wait_thread(slack, core, esc_id, "Paging level 1")
+    steps = []
+    with core.sessions.begin() as session:
+        for esc_id in ids:
+            row = session.get(Escalation, esc_id)
+            assert row is not None and row.next_level == 2
+            row.next_due_at = row.next_due_at - timedelta(hours=1, seconds=1)  # type: ignore[operator]
+            steps.append((esc_id, row.version))
+    outcomes = _esc(core).fire_many(steps)
+    assert set(outcomes.values()) == {"fired"}, outcomes
+    for esc_id in ids:
+        thread = _wait_thread(slack, core, esc_id, "Paging level 2")
+        assert any("last page of the chain" in t for t in thread)
+        row = _esc(core).get(esc_id)
+        assert row is not None and row.status == "active" and row.current_level == 2
+        assert row.next_level is None and row.next_due_at is None
