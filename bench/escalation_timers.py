@@ -203,8 +203,14 @@ def run(args: argparse.Namespace, escalations: int, kill_at: float) -> dict[str,
     if args.workers:
         env["AIA_ESCALATION_WORKERS"] = str(args.workers)
     replicas = [BotProcess(env, workdir / f"bot-{i}.log") for i in range(args.replicas)]
-    for replica in replicas:
-        replica.start(timeout=60)
+    try:
+        for replica in replicas:
+            replica.start(timeout=180)  # a shared machine under load starts slowly
+    except RuntimeError:
+        for replica in replicas:
+            if replica.process is not None:
+                replica.stop()
+        raise
     pids = [r.process.pid for r in replicas if r.process is not None]
     up_at = time.time()
     cpu_at_up = {pid: cpu_seconds(pid) for pid in pids}

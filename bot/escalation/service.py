@@ -78,7 +78,7 @@ class EscalationService:
         self.webhook = WebhookPager(key.get_secret_value() if key else None)
         self._renderer: EscalationRenderer = renderer or PlainRenderer()
         self._pool = ThreadPoolExecutor(settings.aia_escalation_workers, thread_name_prefix="aia-page")
-        self.timers = StepTimers()
+        self.timers = StepTimers(clock_fn)
         self.membership = Membership(engine, settings.aia_escalation_poll_seconds, clock_fn)
         self.engines = HotEngines(engine)
         self.claims = Claims(engine, self.engines.claims, self.membership, clock_fn,
@@ -330,10 +330,10 @@ def check_paging_settings(settings: Settings, policy: EscalationPolicy | None) -
         )
 
 
-def build_escalation(core: Core) -> EscalationService:
+def build_escalation(core: Core, clock: Callable[[], datetime] = utcnow) -> EscalationService:
     """Construct the service for a core: check the paging settings, subscribe to events."""
     policy = core.config.escalation
     check_paging_settings(core.settings, policy)
-    service = EscalationService(core.settings, policy, core.sessions, core.web, engine=core.engine)
+    service = EscalationService(core.settings, policy, core.sessions, core.web, clock, engine=core.engine)
     service.subscribe(core.events)
     return service

@@ -28,7 +28,10 @@ Step = tuple[str, int]
 
 
 class StepTimers:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        # Due times are on the engine's clock; APScheduler runs on the machine's. A timer
+        # goes off when the engine's clock reaches the due time (tests move that clock).
+        self.clock = clock
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
             jobstores={"default": MemoryJobStore()},
@@ -63,6 +66,7 @@ class StepTimers:
 
     def schedule(self, escalation_id: str, version: int, at: datetime) -> None:
         step = (escalation_id, version)
+        at = datetime.now(UTC) + (at - self.clock())
         bucket = math.ceil(at.timestamp() / BUCKET_SECONDS)
         with self._lock:
             if step in self._known:

@@ -18,7 +18,7 @@ from bot.events import AlertGroupChanged, AlertGroupOpened, AlertGroupResolved, 
 from bot.service import OutcomeKind
 from bot.store.models import AuditEntry, Escalation, EscalationDelivery
 from sandbox.slack_server import FakeSlackServer
-from tests.bot.escalation.conftest import ROUTING_KEY, CoreFactory, policy_dict
+from tests.bot.escalation.conftest import ROUTING_KEY, CoreFactory, ShiftedClock, policy_dict
 from tests.harness.calls import run_as
 from tests.harness.smtp import SMTP_PASSWORD, SmtpServer
 from tests.harness.users import CHANNEL_ID
@@ -79,15 +79,19 @@ def test_manual_page_walks_the_chain_once(esc_core_factory: CoreFactory, slack: 
 
 
 def test_ack_stops_the_timers_and_says_who(esc_core_factory: CoreFactory, slack: FakeSlackServer,
-                                           webhook: WebhookReceiver) -> None:
+                                           webhook: WebhookReceiver, esc_clock: ShiftedClock) -> None:
     core = esc_core_factory(policy_dict(webhook.url, wait="2s"))
     esc_id = _page(core)
     _wait_thread(slack, core, esc_id, "Paging level 1")
+    level2 = _esc(core).get(esc_id)
+    assert level2 is not None and level2.next_level == 2
     outcome = run_as(core, "oncall", "ack")  # the only open escalation of the channel; viewer via S0ONCALL
     assert outcome.kind is OutcomeKind.OK, outcome.message
     thread = _wait_thread(slack, core, esc_id, "Acknowledged")
     assert any("<@U0ONCALL>" in t and "level 1 on-call had been paged" in t for t in thread)
-    time.sleep(3)
+    esc_clock.advance(3)  # level 2 was due by now: its timer finds the acknowledgement
+    assert _esc(core).fire(esc_id, level2.version) == "stale"
+    assert esc_id not in {e for e, _, _ in _esc(core).due_steps(horizon_seconds=3600)}
     assert not any("Paging level 2" in t for t in _thread(slack, core, esc_id))
     again = run_as(core, "operator", f"ack {esc_id}")
     assert again.kind is OutcomeKind.USER_ERROR and "already acknowledged by <@U0ONCALL>" in again.message
@@ -213,13 +217,13 @@ def test_replicas_page_each_step_exactly_once(esc_core_factory: CoreFactory, sla
 
 
 def test_restart_fires_overdue_steps_in_order_and_says_how_late(
-    esc_core_factory: CoreFactory, slack: FakeSlackServer, webhook: WebhookReceiver
+    esc_core_factory: CoreFactory, slack: FakeSlackServer, webhook: WebhookReceiver, esc_clock: ShiftedClock
 ) -> None:
     # "Process A" has no scheduler: it dies right after the first page.
     crashed = esc_core_factory(policy_dict(webhook.url, wait="1s"), scheduler=False)
     esc_id = _page(crashed)
     _wait_thread(slack, crashed, esc_id, "Paging level 1")
-    time.sleep(3.2)  # levels 2, 3 and 4 fall due while nobody runs
+    esc_clock.advance(3.2)  # levels 2, 3 and 4 fall due while nobody runs
     esc_core_factory(policy_dict(webhook.url, wait="1s"))  # the restart
     thread = _wait_thread(slack, crashed, esc_id, "Paging level 4")
     pages = [t for t in thread if "Paging level" in t]
@@ -284,9 +288,9 @@ def test_new_alerts_do_not_repage_by_default(esc_core_factory: CoreFactory, slac
     _wait_thread(slack, core, esc_id, "Paging level 1")
     run_as(core, "oncall", f"ack {esc_id}")
     core.events.publish(AlertGroupChanged(9, 3))
-    time.sleep(1)
+    slack.wait_for(lambda: any(e.kind == "new_alerts" and "not re-paged" in e.detail
+                               for e in _esc(core).events_of(esc_id)))
     assert sum("Paging level" in t for t in _thread(slack, core, esc_id)) == 1
-    assert any(e.kind == "new_alerts" and "not re-paged" in e.detail for e in _esc(core).events_of(esc_id))
 
 
 def test_break_glass_pages_level_3(esc_core_factory: CoreFactory, slack: FakeSlackServer,
