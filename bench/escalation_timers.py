@@ -222,6 +222,7 @@ def run(args: argparse.Namespace, escalations: int, kill_at: float) -> dict[str,
         time.sleep(first_due.timestamp() - up_at)
         idle_cpu_per_s = sum(cpu_seconds(pid) - cpu_at_up[pid] for pid in pids) / len(pids) / (time.time() - up_at)
     cpu_at_start = {pid: cpu_seconds(pid) for pid in pids}
+    started_at = time.time()
     cpu_at_end: dict[int, float] = {}
     profiler = None
     if args.profile is not None:
@@ -253,6 +254,7 @@ def run(args: argparse.Namespace, escalations: int, kill_at: float) -> dict[str,
             break
         time.sleep(0.5)
     time.sleep(3)  # late duplicates would arrive by now
+    ended_at = time.time()
     for pid in pids:
         if pid != killed_pid:
             cpu_at_end[pid] = cpu_seconds(pid)
@@ -277,6 +279,8 @@ def run(args: argparse.Namespace, escalations: int, kill_at: float) -> dict[str,
     owners = fired_by(url)
     delivered = len(first_seen)
     run_cpu = sum(cpu_at_end[pid] - cpu_at_start[pid] for pid in pids)
+    # Replica-seconds of the run (the killed one's up to its kill), to set the idle cost apart.
+    run_seconds = sum((killed_at if pid == killed_pid and killed_at else ended_at) - started_at for pid in pids)
     result: dict[str, object] = {
         "escalations": len(dues), "rate_per_s": round(len(dues) / args.spread, 1), "replicas": args.replicas,
         "spread_s": args.spread, "poll_s": args.poll,
@@ -293,6 +297,10 @@ def run(args: argparse.Namespace, escalations: int, kill_at: float) -> dict[str,
         "cpu_ms_per_page": round(1000 * run_cpu / max(1, delivered), 2),
         "cpu_s_all_replicas_during_run": round(run_cpu, 1),
         "idle_cpu_ms_per_s_per_replica": round(1000 * idle_cpu_per_s, 1) if idle_cpu_per_s is not None else None,
+        # What the pages cost beyond an idle replica's own polling (the alert outbox and
+        # folder, the escalation poll and heartbeats), which any deployment pays anyway.
+        "cpu_ms_per_page_above_idle": (round(1000 * (run_cpu - idle_cpu_per_s * run_seconds) / max(1, delivered), 2)
+                                       if idle_cpu_per_s is not None else None),
     }
     claims, sends = claim_and_send_times(url)
     if claims and sends:

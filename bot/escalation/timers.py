@@ -66,6 +66,8 @@ class StepTimers:
 
     def schedule(self, escalation_id: str, version: int, at: datetime) -> None:
         step = (escalation_id, version)
+        if step in self._known:  # the poll sees every waiting step again (checked again below)
+            return
         at = datetime.now(UTC) + (at - self.clock())
         bucket = math.ceil(at.timestamp() / BUCKET_SECONDS)
         with self._lock:
