@@ -98,7 +98,7 @@ def one_round(bot: BotProcess, slack: FakeSlackServer, concurrency: int, pool: P
 class BareBoltProcess(BotProcess):
     """bench/bare_bolt_app.py as a process, signed requests as for aia-bot."""
 
-    def start(self, timeout: float = 30) -> BareBoltProcess:
+    def start(self, timeout: float = 120) -> BareBoltProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         script = Path(__file__).resolve().parent / "bare_bolt_app.py"
         self.process = subprocess.Popen(  # noqa: S603 - our own script
@@ -149,10 +149,11 @@ def main() -> int:
         "KUBECONFIG": kube.write_kubeconfig(str(workdir / "kubeconfig")),
         "AIA_LOG_LEVEL": "WARNING",
     }
-    bot = BotProcess(env, workdir / "bot.log", config_yaml="roles:\n  viewer: [U0VIEW1]\n").start()
-    bare = BareBoltProcess(env, workdir / "bare.log").start()
+    bot = BotProcess(env, workdir / "bot.log", config_yaml="roles:\n  viewer: [U0VIEW1]\n").start(timeout=120)
+    bare = BareBoltProcess(env, workdir / "bare.log")
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     try:
+        bare.start()
         # Warm-up: first request pays for imports and connection pools.
         one_round(bot, slack, 2, pool)
         one_round(bare, slack, 2, pool)
@@ -197,7 +198,8 @@ def main() -> int:
     finally:
         pool.shutdown()
         bot.stop()
-        bare.stop()
+        if bare.process is not None:
+            bare.stop()
         kube.stop()
         slack.stop()
     return 0

@@ -144,7 +144,7 @@ def main() -> int:
             "KUBECONFIG": kube.write_kubeconfig(str(workdir / "kubeconfig")), "AIA_LOG_LEVEL": "WARNING",
             "AIA_ALERT_CHANNEL": CHANNEL_ID, "ALERTMANAGER_WEBHOOK_TOKEN": TOKEN,
         }
-        bot = BotProcess(env, workdir / "bot.log", config_yaml="roles:\n  viewer: [U0VIEW1]\n").start()
+        bot = BotProcess(env, workdir / "bot.log", config_yaml="roles:\n  viewer: [U0VIEW1]\n").start(timeout=120)
         stack.callback(bot.stop)
         bodies = build_bodies(args.groups, args.alerts, args.steps)
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))

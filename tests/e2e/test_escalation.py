@@ -121,7 +121,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, esc_slack: FakeSlackServer
         group = Cluster(env, config_yaml(esc_webhook.url), workdir)
         group.replicas = [group.start_one() for _ in range(3)]
         for replica in group.replicas:
-            replica.start()
+            replica.start(timeout=120)  # a busy CI machine starts slowly
         yield group
         for replica in group.replicas:
             if replica.process is not None and replica.process.poll() is None:
@@ -214,7 +214,7 @@ def test_three_replicas_page_once_and_survive_kill9_of_the_creator(
     late = [re.search(r"This page is \*(\d+)s late\*", p) for p in _pages(esc_slack, esc_id)]
     assert all(m is None or int(m.group(1)) <= 3 for m in late)
     # The creator comes back and takes part again.
-    cluster.replicas[0] = cluster.start_one().start()
+    cluster.replicas[0] = cluster.start_one().start(timeout=120)
 
 
 def test_buttons_acknowledge_escalate_snooze_resolve_across_replicas(
@@ -291,7 +291,7 @@ def test_all_replicas_killed_then_restart_fires_overdue_steps_in_order_and_late(
         cluster.kill9(replica)
     killed_at = time.time()
     time.sleep(2 * WAIT + 0.5)  # levels 2 and 3 fall due while nothing runs
-    cluster.replicas = [cluster.start_one().start()]
+    cluster.replicas = [cluster.start_one().start(timeout=120)]
     esc_slack.wait_for(lambda: len(_pages(esc_slack, esc_id)) == 4, timeout=20)
     time.sleep(1)
     pages = _pages(esc_slack, esc_id)
