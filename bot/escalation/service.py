@@ -30,6 +30,7 @@ from bot.escalation.channels import EmailPager, SlackPager, SmtpConfig, WebhookP
 from bot.escalation.claims import ESCALATIONS, Claim, Claims, Step
 from bot.escalation.delivery import Delivery, SentMarks, Thread
 from bot.escalation.engines import HotEngines
+from bot.escalation.lookups import Lookups
 from bot.escalation.machine import Change, EscalationMachine, new_escalation_id
 from bot.escalation.membership import Membership
 from bot.escalation.policy import EscalationPolicy
@@ -87,6 +88,7 @@ class EscalationService:
         self.delivery = Delivery(engine, marks, self.claims, self.slack, self.email, self.webhook,
                                  lambda: self._renderer, clock_fn, settings.aia_escalation_max_attempts,
                                  settings.aia_escalation_retry_seconds)
+        self.lookups = Lookups(sessions, clock_fn)
         self.machine = EscalationMachine(engine, self.claims, self.delivery, clock_fn, self.timers.schedule,
                                          self.background)
 
@@ -167,7 +169,7 @@ class EscalationService:
         )
 
     def _resolve_group(self, group_id: int) -> None:
-        view = self._by_group(group_id)
+        view = self.lookups.by_group(group_id)
         if view is None or view.status == Status.RESOLVED:
             return
         try:
@@ -176,7 +178,7 @@ class EscalationService:
             pass  # resolved meanwhile by someone else
 
     def _group_changed(self, group_id: int, new_alerts: int) -> None:
-        view = self._by_group(group_id)
+        view = self.lookups.by_group(group_id)
         if view is None or view.status != Status.ACKNOWLEDGED or new_alerts <= 0:
             return
         self.machine.group_changed(view.id, self.policy, view.current_level, new_alerts)
@@ -185,13 +187,13 @@ class EscalationService:
     def start(self, level: int, title: str, source: str, actor: str, channel_id: str, thread_ts: str | None = None,
               alert_group_id: int | None = None, severity: str | None = None) -> EscalationView:
         policy = self.require_policy()
-        if alert_group_id is not None and (existing := self._by_group(alert_group_id)) is not None:
+        if alert_group_id is not None and (existing := self.lookups.by_group(alert_group_id)) is not None:
             return existing  # a replayed event: the group already escalates
         try:
             return self.machine.start(policy, level, title, source, actor, channel_id, thread_ts, alert_group_id,
                                       severity)
         except IntegrityError:
-            if alert_group_id is not None and (existing := self._by_group(alert_group_id)) is not None:
+            if alert_group_id is not None and (existing := self.lookups.by_group(alert_group_id)) is not None:
                 return existing
             raise
 
@@ -254,57 +256,24 @@ class EscalationService:
             ).all()
         return [(r[0], r[1], aware(r[2]) or until) for r in rows]
 
-    # ------------------------------------------------------------------ lookups (ORM rows, for the procedures)
+    # ------------------------------------------------------------------ lookups (lookups.py)
     def find(self, channel_id: str | None, ref: str | None) -> Escalation:
-        """By id, or the only open escalation of the channel (slash commands carry no thread)."""
-        with self.sessions() as session:
-            if ref:
-                row = session.get(Escalation, ref.strip().upper())
-                if row is None:
-                    raise UserError(f"There is no escalation `{ref[:20]}`.", "The id is on the escalation's card, e.g. `E7K3Q2X`.")
-                return row
-            rows = session.execute(
-                select(Escalation).where(Escalation.channel_id == (channel_id or ""), Escalation.status.in_(OPEN))
-                .order_by(Escalation.created_at.desc()).limit(10)
-            ).scalars().all()
-        if len(rows) == 1:
-            return rows[0]
-        if not rows:
-            raise UserError("There is no open escalation in this channel.", "Give its id, e.g. `/aia ack E7K3Q2X`.")
-        listed = ", ".join(f"`{r.id}` {r.title[:40]}" for r in rows)
-        raise UserError(f"{len(rows)} escalations are open here: {listed}.", "Say which one, e.g. `/aia ack E7K3Q2X`.")
+        return self.lookups.find(channel_id, ref)
 
     def open_escalations(self) -> list[EscalationView]:
-        with self.sessions() as session:
-            rows = session.execute(
-                select(Escalation).where(Escalation.status.in_(OPEN)).order_by(Escalation.created_at.desc()).limit(20)
-            ).scalars().all()
-        return [self.view(r) for r in rows]
+        return self.lookups.open_escalations()
 
     def get(self, escalation_id: str) -> Escalation | None:
-        with self.sessions() as session:
-            return session.get(Escalation, escalation_id)
+        return self.lookups.get(escalation_id)
 
     def view(self, row: Escalation) -> EscalationView:
         return view_of(row, self.clock)
 
     def events_of(self, escalation_id: str) -> list[EscalationEvent]:
-        with self.sessions() as session:
-            return list(session.execute(
-                select(EscalationEvent).where(EscalationEvent.escalation_id == escalation_id).order_by(EscalationEvent.id)
-            ).scalars())
+        return self.lookups.events_of(escalation_id)
 
     def pages_of(self, escalation_id: str) -> list[EscalationDelivery]:
-        with self.sessions() as session:
-            return list(session.execute(
-                select(EscalationDelivery).where(EscalationDelivery.escalation_id == escalation_id)
-                .order_by(EscalationDelivery.id)
-            ).scalars())
-
-    def _by_group(self, group_id: int) -> EscalationView | None:
-        with self.sessions() as session:
-            row = session.execute(select(Escalation).where(Escalation.alert_group_id == group_id)).scalar_one_or_none()
-        return self.view(row) if row else None
+        return self.lookups.pages_of(escalation_id)
 
 
 def _smtp_config(settings: Settings) -> SmtpConfig | None:
