@@ -6,6 +6,11 @@ servers (Kubernetes delayed by --kube-delay seconds) and a database, sends
 ack latency (p50/p99/max), how long until every answer reached Slack, and the
 serve process's peak RSS (VmHWM).
 
+In the same run, each round is also sent to a bare Bolt app (bench/bare_bolt_app.py: the
+same Starlette + Bolt + uvicorn stack with a listener that only acks), and the ratio of
+aia-bot's ack latency to the bare app's is printed (goal: p99 ratio <= 1.25). The bare app
+and aia-bot take turns, so both see the same machine.
+
     .venv/bin/python bench/ack_latency.py [--concurrency 50] [--rounds 5] [--kube-delay 2] [--database URL]
 """
 
@@ -14,12 +19,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -86,6 +95,39 @@ def one_round(bot: BotProcess, slack: FakeSlackServer, concurrency: int, pool: P
     return pool.submit(burst, bot.url, signed).result()
 
 
+class BareBoltProcess(BotProcess):
+    """bench/bare_bolt_app.py as a process, signed requests as for aia-bot."""
+
+    def start(self, timeout: float = 120) -> BareBoltProcess:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        script = Path(__file__).resolve().parent / "bare_bolt_app.py"
+        self.process = subprocess.Popen(  # noqa: S603 - our own script
+            [sys.executable, str(script), "--port", str(self.port)], env=self.env,
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"bare Bolt app exited early:\n{self.log_path.read_text()}")
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return self
+            except httpx.TransportError:  # not listening yet
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("bare Bolt app did not come up")
+
+
+def stats(ms: list[float]) -> str:
+    return f"p50 {statistics.median(ms):.1f}  p99 {percentile(ms, 99):.1f}  max {max(ms):.1f}"
+
+
+def cpu_seconds(process: BotProcess) -> float:
+    assert process.process is not None
+    fields = Path(f"/proc/{process.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, default=50)
@@ -107,21 +149,31 @@ def main() -> int:
         "KUBECONFIG": kube.write_kubeconfig(str(workdir / "kubeconfig")),
         "AIA_LOG_LEVEL": "WARNING",
     }
-    bot = BotProcess(env, workdir / "bot.log", config_yaml="roles:\n  viewer: [U0VIEW1]\n").start()
+    bot = BotProcess(env, workdir / "bot.log", config_yaml="roles:\n  viewer: [U0VIEW1]\n").start(timeout=120)
+    bare = BareBoltProcess(env, workdir / "bare.log")
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     try:
+        bare.start()
         # Warm-up: first request pays for imports and connection pools.
         one_round(bot, slack, 2, pool)
+        one_round(bare, slack, 2, pool)
         slack.wait_for(lambda: len(slack.calls_to("chat.postMessage")) >= 2, timeout=30)
         kube.delay_seconds = args.kube_delay
         latencies: list[float] = []
+        bare_latencies: list[float] = []
         answer_times: list[float] = []
+        cpu_before = cpu_seconds(bot)
         for _ in range(args.rounds):
+            # The bare app's round first: aia-bot's slow answers (Kubernetes delayed) must
+            # not be running beside it, or the baseline would be measured on a busier machine.
+            bare_round = one_round(bare, slack, args.concurrency, pool)
+            bare_latencies += bare_round
             posted_before = len(slack.calls_to("chat.postMessage"))
             started = time.perf_counter()
             this_round = one_round(bot, slack, args.concurrency, pool)
             latencies += this_round
-            print(f"  round: p50 {statistics.median(this_round) * 1000:.1f} ms, max {max(this_round) * 1000:.1f} ms")
+            print(f"  round: aia-bot p50 {statistics.median(this_round) * 1000:.1f} ms, max {max(this_round) * 1000:.1f} ms;"
+                  f" bare Bolt p50 {statistics.median(bare_round) * 1000:.1f} ms, max {max(bare_round) * 1000:.1f} ms")
             slack.wait_for(
                 lambda pb=posted_before: len(slack.calls_to("chat.postMessage")) >= pb + args.concurrency,
                 timeout=120,
@@ -130,16 +182,24 @@ def main() -> int:
         assert bot.process is not None
         status = Path(f"/proc/{bot.process.pid}/status").read_text()
         peak_rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+        bot_cpu = cpu_seconds(bot) - cpu_before
         ms = [v * 1000 for v in latencies]
+        bare_ms = [v * 1000 for v in bare_latencies]
         print(f"requests: {len(ms)} ({args.rounds} rounds of {args.concurrency} concurrent), "
               f"Kubernetes delay {args.kube_delay}s, database {env['DATABASE_URL'].split(':')[0]}")
-        print(f"ack latency ms: p50 {statistics.median(ms):.1f}  p99 {percentile(ms, 99):.1f}  max {max(ms):.1f}")
+        print(f"ack latency ms, aia-bot:   {stats(ms)}")
+        print(f"ack latency ms, bare Bolt: {stats(bare_ms)}")
+        print(f"ratio aia-bot / bare Bolt: p50 {statistics.median(ms) / statistics.median(bare_ms):.2f}  "
+              f"p99 {percentile(ms, 99) / percentile(bare_ms, 99):.2f}  (goal: p99 <= 1.25)")
+        print(f"CPU of aia-bot serve per request (ack + answer): {1000 * bot_cpu / len(ms):.1f} ms")
         print(f"all {args.concurrency} answers in Slack after (s): "
               + ", ".join(f"{t:.1f}" for t in answer_times))
         print(f"peak RSS of aia-bot serve: {int(peak_rss) / 1024:.0f} MiB")
     finally:
         pool.shutdown()
         bot.stop()
+        if bare.process is not None:
+            bare.stop()
         kube.stop()
         slack.stop()
     return 0

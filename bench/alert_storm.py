@@ -11,7 +11,8 @@ sends each group the way Alertmanager does: growing payloads as alerts join the 
 - 429s Slack answered (goal: a handful at most: the outbox paces itself),
 - time until every group's parent message is in Slack, against the rate-limit bound
   (one post per second: groups + the storm summary - 1 seconds; goal within 10 %),
-- peak RSS of the serve process.
+- peak RSS of the serve process,
+- CPU of the serve process per webhook (while sending, and until every group is in Slack).
 
     .venv/bin/python bench/alert_storm.py [--groups 100] [--alerts 5000] [--steps 5] [--connections 16]
                                           [--postgres | --database URL]
@@ -24,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -50,6 +52,12 @@ TOKEN = "bench-alertmanager-token"
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def build_bodies(groups: int, alerts: int, steps: int) -> list[bytes]:
@@ -136,7 +144,7 @@ def main() -> int:
             "KUBECONFIG": kube.write_kubeconfig(str(workdir / "kubeconfig")), "AIA_LOG_LEVEL": "WARNING",
             "AIA_ALERT_CHANNEL": CHANNEL_ID, "ALERTMANAGER_WEBHOOK_TOKEN": TOKEN,
         }
-        bot = BotProcess(env, workdir / "bot.log", config_yaml="roles:\n  viewer: [U0VIEW1]\n").start()
+        bot = BotProcess(env, workdir / "bot.log", config_yaml="roles:\n  viewer: [U0VIEW1]\n").start(timeout=120)
         stack.callback(bot.stop)
         bodies = build_bodies(args.groups, args.alerts, args.steps)
         pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
@@ -146,11 +154,15 @@ def main() -> int:
         time.sleep(2)  # the warm-up group's thread reply, so the storm starts on a quiet channel
         slack.reset()
 
+        assert bot.process is not None
+        cpu_start = cpu_seconds(bot.process.pid)
         started = time.perf_counter()
         latencies = pool.submit(send_all, bot.url, bodies, args.connections).result()
         sent_in = time.perf_counter() - started
+        cpu_sending = cpu_seconds(bot.process.pid) - cpu_start
         slack.wait_for(lambda: _parents(slack) >= args.groups, timeout=args.groups * 3 + 60)
         visible_in = time.perf_counter() - started
+        cpu_until_visible = cpu_seconds(bot.process.pid) - cpu_start
         posts = [c for c in slack.calls_to("chat.postMessage") if c.http_status == 200]
         parent_times = [c.time for c in posts if str(c.args.get("text", "")).startswith("FIRING")]
         span = max(parent_times) - min(c.time for c in posts)
@@ -185,6 +197,10 @@ def main() -> int:
             "rate-limit bound s": bound,
             "last critical group at post": f"{last_critical} of {len(order)} ({sum(t == 'FIRING [critical' for t in order)} critical)",
             "peak RSS MiB": round(peak_rss / 1024),
+            # The serve process's CPU while the webhooks arrive (answering + the inbox folder
+            # running beside), and until every group is in Slack (folding, the paced posts).
+            "CPU ms per webhook, sending": round(1000 * cpu_sending / len(ms), 2),
+            "CPU ms per webhook, to end": round(1000 * cpu_until_visible / len(ms), 2),
         }
         for key, value in report.items():
             print(f"{key:28} {value}")

@@ -8,10 +8,21 @@ line, PagerDuty Events v2) and posts its mention into the escalation's thread.
 
 Reports, measured at the receivers: lateness of each page after its due time (p50/p99/max),
 duplicate pages, pages missing, and the worst lateness of the steps the killed replica had
-fired (pages it claimed and may not have sent) and of the steps due right after the kill.
+fired (pages it claimed and may not have sent) and of the steps due right after the kill; and
+the CPU per page: every replica's CPU seconds from the first due time (or from "all replicas up",
+if later) to the end (the killed one's up to its kill) divided by the pages delivered. Start-up
+CPU (imports, migrations) is left out; an idle replica's CPU per second is printed apart when the
+replicas were up 5 s or more before the first due time (raise --lead on a slow machine).
 
     .venv/bin/python bench/escalation_timers.py [--escalations 10000] [--spread 120] [--replicas 3]
         [--kill-at 60] [--database postgresql://postgres@127.0.0.1:5432/test]
+    .venv/bin/python bench/escalation_timers.py --find-knee [--spread 60] [--rates 60,83,110,140,180]
+    .venv/bin/python bench/escalation_timers.py --escalations 3000 --spread 40 --kill-at -1 --profile /tmp/prof
+
+--find-knee runs the bench at each rate (pages/s over --spread, no kill) until p99 lateness
+crosses 1 s, and prints the knee: the rate where it crossed (linear between the two runs
+around it). --profile DIR records one surviving replica with py-spy (`pip install py-spy`; samples of the thread holding the GIL, i.e. Python CPU)
+into DIR/replica.txt (collapsed stacks) and prints the functions holding the most samples.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -139,20 +151,35 @@ def fired_by(url: str) -> dict[str, str]:
         return {r[0]: r[1] or "" for r in conn.execute("SELECT id, fired_by FROM escalations")}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--escalations", type=int, default=10_000)
-    parser.add_argument("--spread", type=float, default=120.0)
-    parser.add_argument("--lead", type=float, default=20.0, help="seconds before the first step is due")
-    parser.add_argument("--replicas", type=int, default=3)
-    parser.add_argument("--kill-at", type=float, default=60.0, help="seconds after the first due time; <0 = never")
-    parser.add_argument("--poll", type=float, default=2.0, help="AIA_ESCALATION_POLL_SECONDS")
-    parser.add_argument("--workers", type=int, default=None, help="AIA_ESCALATION_WORKERS (default: the setting's)")
-    parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--dump", type=Path, default=None,
-                        help="write one JSON line per step (due, claimed, sent, arrived, replica) for analysis")
-    args = parser.parse_args()
+def profile_summary(collapsed: Path, top: int = 25) -> str:
+    """Functions by share of samples, inclusive (on the stack) and self (at the top), from
+    py-spy's collapsed stacks ("frame;frame;frame count" per line)."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [f for f in stack.split(";") if f]
+        # py-spy frames look like "fn (module/path.py:123)": keep function and file, drop the line.
+        names = [f.rsplit(":", 1)[0] + ")" if f.endswith(")") and ":" in f else f for f in frames]
+        for name in set(names):
+            inclusive[name] += count
+        if names:
+            own[names[-1]] += count
+    lines = [f"{total} samples; inclusive % / self % / function"]
+    for name, count in inclusive.most_common(top):
+        lines.append(f"{100 * count / total:5.1f} {100 * own[name] / total:5.1f}  {name}")
+    lines.append("top self:")
+    for name, count in own.most_common(top):
+        lines.append(f"{100 * count / total:5.1f}  {name}")
+    return "\n".join(lines)
 
+
+def run(args: argparse.Namespace, escalations: int, kill_at: float) -> dict[str, object]:
     slack = FakeSlackServer(team_id="T0AIA").start()
     slack.add_channel(CHANNEL, "aia-bench", [])
     webhook = WebhookReceiver().start()
@@ -163,10 +190,11 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="aia-bench-esc-"))
     config = workdir / "aia.yaml"
     config.write_text(json.dumps({"escalation": json.loads(policy.model_dump_json())}))
-    parents = thread_parents(slack, args.escalations)
+    parents = thread_parents(slack, escalations)
     first_due = datetime.now(UTC) + timedelta(seconds=args.lead)
-    dues = seed(url, policy, args.escalations, first_due, args.spread, parents)
-    print(f"seeded {len(dues)} escalations due {first_due:%H:%M:%S} + {args.spread:.0f}s in {url.rsplit('/', 1)[1]}")
+    dues = seed(url, policy, escalations, first_due, args.spread, parents)
+    print(f"seeded {len(dues)} escalations due {first_due:%H:%M:%S} + {args.spread:.0f}s "
+          f"({len(dues) / args.spread:.0f}/s) in {url.rsplit('/', 1)[1]}", flush=True)
     env = {
         "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": "bench-secret", "SLACK_API_URL": slack.api_url,
         "DATABASE_URL": url, "AIA_BOT_CONFIG": str(config), "AIA_PAGING_ROUTING_KEY": "bench-routing-key",
@@ -175,29 +203,64 @@ def main() -> int:
     if args.workers:
         env["AIA_ESCALATION_WORKERS"] = str(args.workers)
     replicas = [BotProcess(env, workdir / f"bot-{i}.log") for i in range(args.replicas)]
-    for replica in replicas:
-        replica.start(timeout=60)
-    print(f"{len(replicas)} replicas up {time.time() - first_due.timestamp():+.1f}s from the first due time")
+    try:
+        for replica in replicas:
+            replica.start(timeout=180)  # a shared machine under load starts slowly
+    except RuntimeError:
+        for replica in replicas:
+            if replica.process is not None:
+                replica.stop()
+        raise
+    pids = [r.process.pid for r in replicas if r.process is not None]
+    up_at = time.time()
+    cpu_at_up = {pid: cpu_seconds(pid) for pid in pids}
+    print(f"{len(replicas)} replicas up {up_at - first_due.timestamp():+.1f}s from the first due time", flush=True)
+    # CPU per page counts from the first due time (or from "all up", if they came up late):
+    # an idle replica's own polling is measured apart, over the wait before it.
+    idle_cpu_per_s = None
+    if first_due.timestamp() - up_at > 5:
+        time.sleep(first_due.timestamp() - up_at)
+        idle_cpu_per_s = sum(cpu_seconds(pid) - cpu_at_up[pid] for pid in pids) / len(pids) / (time.time() - up_at)
+    cpu_at_start = {pid: cpu_seconds(pid) for pid in pids}
+    started_at = time.time()
+    cpu_at_end: dict[int, float] = {}
+    profiler = None
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        profiler = subprocess.Popen(  # noqa: S603 - our own tool on our own child
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--gil", "--format", "raw",
+             "--pid", str(pids[-1]), "--output", str(args.profile / "replica.txt"),
+             "--duration", str(int(args.lead + args.spread + 5))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
 
     killed_pid, killed_at = None, None
     deadline = first_due.timestamp() + args.spread + 90
     while time.time() < deadline:
         now = time.time()
-        if killed_pid is None and args.kill_at >= 0 and now >= first_due.timestamp() + args.kill_at:
+        if killed_pid is None and kill_at >= 0 and now >= first_due.timestamp() + kill_at:
             victim = replicas[0]
             assert victim.process is not None
             killed_pid, killed_at = victim.process.pid, now
+            cpu_at_end[killed_pid] = cpu_seconds(killed_pid)
             victim.process.send_signal(signal.SIGKILL)
             victim.process.wait()
-            print(f"killed replica pid {killed_pid} with SIGKILL at +{now - first_due.timestamp():.1f}s")
+            print(f"killed replica pid {killed_pid} with SIGKILL at +{now - first_due.timestamp():.1f}s", flush=True)
         # Only a length check while pages arrive: the bench shares its process (and the GIL)
         # with the receiver and the Slack server, and must not slow them down.
         with webhook.lock:
             arrived = len(webhook.events)
-        if arrived >= len(dues) and (killed_pid is not None or args.kill_at < 0):
+        if arrived >= len(dues) and (killed_pid is not None or kill_at < 0):
             break
         time.sleep(0.5)
     time.sleep(3)  # late duplicates would arrive by now
+    ended_at = time.time()
+    for pid in pids:
+        if pid != killed_pid:
+            cpu_at_end[pid] = cpu_seconds(pid)
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
 
     events = webhook.received()
     counts = Counter(str(e.details.get("escalation")) for e in events)
@@ -206,7 +269,7 @@ def main() -> int:
         esc_id = str(event.details.get("escalation"))
         first_seen.setdefault(esc_id, event.at)
     lateness = {esc_id: first_seen[esc_id] - due for esc_id, due in dues.items() if esc_id in first_seen}
-    values = list(lateness.values())
+    values = list(lateness.values()) or [float("inf")]
     duplicates = sum(c - 1 for c in counts.values() if c > 1)
     missing = sum(1 for esc_id in dues if esc_id not in first_seen)
     # The same trigger sent again (a sender killed mid-request): PagerDuty merges it by dedup key.
@@ -214,8 +277,13 @@ def main() -> int:
     threads = Counter(m.thread_ts for m in slack.messages(CHANNEL) if m.thread_ts and "Paging level" in m.text)
     thread_duplicates = sum(c - 1 for c in threads.values() if c > 1)
     owners = fired_by(url)
+    delivered = len(first_seen)
+    run_cpu = sum(cpu_at_end[pid] - cpu_at_start[pid] for pid in pids)
+    # Replica-seconds of the run (the killed one's up to its kill), to set the idle cost apart.
+    run_seconds = sum((killed_at if pid == killed_pid and killed_at else ended_at) - started_at for pid in pids)
     result: dict[str, object] = {
-        "escalations": len(dues), "replicas": args.replicas, "spread_s": args.spread, "poll_s": args.poll,
+        "escalations": len(dues), "rate_per_s": round(len(dues) / args.spread, 1), "replicas": args.replicas,
+        "spread_s": args.spread, "poll_s": args.poll,
         "pages_received": len(events), "missing": missing,
         # Same dedup key as the first: PagerDuty merges it into the open incident (no second call).
         "webhook_triggers_resent": resent_triggers,
@@ -224,6 +292,15 @@ def main() -> int:
         "lateness_p99_ms": round(percentile(values, 99) * 1000, 1),
         "lateness_max_ms": round(max(values) * 1000, 1),
         "early_pages": sum(1 for v in values if v < -0.05),
+        # The goal's measure: all replicas' CPU seconds (from "all up" to the end, the killed
+        # one's up to its kill) per page delivered.
+        "cpu_ms_per_page": round(1000 * run_cpu / max(1, delivered), 2),
+        "cpu_s_all_replicas_during_run": round(run_cpu, 1),
+        "idle_cpu_ms_per_s_per_replica": round(1000 * idle_cpu_per_s, 1) if idle_cpu_per_s is not None else None,
+        # What the pages cost beyond an idle replica's own polling (the alert outbox and
+        # folder, the escalation poll and heartbeats), which any deployment pays anyway.
+        "cpu_ms_per_page_above_idle": (round(1000 * (run_cpu - idle_cpu_per_s * run_seconds) / max(1, delivered), 2)
+                                       if idle_cpu_per_s is not None else None),
     }
     claims, sends = claim_and_send_times(url)
     if claims and sends:
@@ -245,17 +322,15 @@ def main() -> int:
             "worst_lateness_due_near_the_kill_s": round(max(around), 2) if around else None,
             "p99_other_steps_ms": round(percentile(others, 99) * 1000, 1) if others else None,
         })
-    # Where the CPU went: the surviving replicas, and this process (the local Slack server and
-    # the webhook receiver, which stand in for Slack and PagerDuty).
-    survivors = [r.process for r in (replicas[1:] if killed_pid else replicas) if r.process is not None]
-    replica_cpu = sum(cpu_seconds(p.pid) for p in survivors)
-    bench_cpu = sum(os.times()[:2])
+    # Where the CPU went: the surviving replicas (start-up included, as measured before), and
+    # this process (the local Slack server and the webhook receiver, stand-ins for Slack and
+    # PagerDuty).
+    survivors = [pid for pid in pids if pid != killed_pid]
     result.update({
-        "cpu_s_surviving_replicas": round(replica_cpu, 1),
-        "cpu_s_slack_and_webhook_servers": round(bench_cpu, 1),
+        "cpu_s_surviving_replicas": round(sum(cpu_seconds(pid) for pid in survivors), 1),
+        "cpu_s_slack_and_webhook_servers": round(sum(os.times()[:2]), 1),
         "load_average_1m_at_end": os.getloadavg()[0],
     })
-    print(json.dumps(result, indent=2))
     if args.dump is not None:
         dump_steps(args.dump, url, dues, first_seen, first_due.timestamp())
     for replica in replicas[1:] if killed_pid else replicas:
@@ -263,7 +338,56 @@ def main() -> int:
     slack.stop()
     webhook.stop()
     drop_database(args.database, url)
-    return 0 if missing == 0 and thread_duplicates == 0 else 1
+    if args.profile is not None and (args.profile / "replica.txt").exists():
+        print(profile_summary(args.profile / "replica.txt"))
+    return result
+
+
+def find_knee(args: argparse.Namespace) -> int:
+    """Step the rate until p99 lateness crosses 1 s; the knee is interpolated between the runs."""
+    rates = [float(r) for r in args.rates.split(",")]
+    previous: tuple[float, float] | None = None
+    for rate in rates:
+        result = run(args, int(rate * args.spread), kill_at=-1)
+        p99 = float(result["lateness_p99_ms"])  # type: ignore[arg-type]
+        print(f"rate {rate:.0f}/s: p99 {p99:.0f} ms, cpu/page {result['cpu_ms_per_page']} ms, "
+              f"missing {result['missing']}, thread duplicates {result['duplicate_thread_pages']}", flush=True)
+        if p99 >= 1000:
+            if previous is None:
+                print(f"knee: below {rate:.0f}/s (p99 already {p99:.0f} ms at the lowest rate)")
+            else:
+                low_rate, low_p99 = previous
+                knee = low_rate + (rate - low_rate) * (1000 - low_p99) / (p99 - low_p99)
+                print(f"knee: p99 crosses 1 s at about {knee:.0f} pages/s (between {low_rate:.0f} and {rate:.0f}/s)")
+            return 0
+        previous = (rate, p99)
+    print(f"knee: above {rates[-1]:.0f}/s (p99 under 1 s at every rate tried)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--escalations", type=int, default=10_000)
+    parser.add_argument("--spread", type=float, default=None, help="seconds (default 120; 60 with --find-knee)")
+    parser.add_argument("--lead", type=float, default=20.0, help="seconds before the first step is due")
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--kill-at", type=float, default=60.0, help="seconds after the first due time; <0 = never")
+    parser.add_argument("--poll", type=float, default=2.0, help="AIA_ESCALATION_POLL_SECONDS")
+    parser.add_argument("--workers", type=int, default=None, help="AIA_ESCALATION_WORKERS (default: the setting's)")
+    parser.add_argument("--database", default="postgresql://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--dump", type=Path, default=None,
+                        help="write one JSON line per step (due, claimed, sent, arrived, replica) for analysis")
+    parser.add_argument("--find-knee", action="store_true", help="step the rate until p99 crosses 1 s (no kill)")
+    parser.add_argument("--rates", default="60,83,110,140,180,230", help="pages/s tried by --find-knee, in order")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy one surviving replica into this folder")
+    args = parser.parse_args()
+    if args.spread is None:
+        args.spread = 60.0 if args.find_knee else 120.0
+    if args.find_knee:
+        return find_knee(args)
+    result = run(args, args.escalations, args.kill_at)
+    print(json.dumps(result, indent=2))
+    return 0 if result["missing"] == 0 and result["duplicate_thread_pages"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from slack_sdk import WebClient
 from sqlalchemy import Engine
@@ -14,6 +16,7 @@ from bot.approvals.service import ApprovalService
 from bot.context import Backends
 from bot.errors import ConfigurationError
 from bot.escalation.service import EscalationService, build_escalation
+from bot.escalation.state import utcnow
 from bot.events import EventBus
 from bot.procedures import build_registry
 from bot.redaction import redact
@@ -44,7 +47,9 @@ class Core:
     escalation: EscalationService | None = None
 
 
-def build_core(settings: Settings, config: BotConfigFile | None = None, run_migrations: bool = True) -> Core:
+def build_core(settings: Settings, config: BotConfigFile | None = None, run_migrations: bool = True,
+               clock: Callable[[], datetime] = utcnow) -> Core:
+    """``clock``: the escalation engine's time (tests move it instead of sleeping)."""
     if config is None:
         config = load_config_file(settings.aia_bot_config)
     try:
@@ -80,6 +85,6 @@ def build_core(settings: Settings, config: BotConfigFile | None = None, run_migr
     )
     # Issues #4 and #5 construct their services here, on `core`.
     core.alerts = AlertService(settings, config, registry, sessions, backends, core.events, web)
-    core.escalation = build_escalation(core)  # issue #5: escalation paging
+    core.escalation = build_escalation(core, clock)  # issue #5: escalation paging
     backends.alerts, backends.escalation = core.alerts, core.escalation
     return core

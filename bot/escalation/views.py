@@ -7,11 +7,14 @@ front end installs its Block Kit renderer at start.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from bot.escalation.channels import SlackMessageOut
+from bot.escalation.policy import format_duration
+from bot.escalation.state import policy_of
 
 # Action ids of the card's buttons; the value of each button is the escalation id.
 ACTION_PREFIX = "aia_esc"
@@ -109,3 +112,32 @@ class PlainRenderer:
 
     def note(self, text: str, tone: str) -> SlackMessageOut:
         return SlackMessageOut(text=text)
+
+
+def view_of(row: Any, now: Callable[[], datetime]) -> EscalationView:
+    """The view of an escalation row (an ORM object or a Core row: same attribute names)."""
+    policy = policy_of(row.policy)
+    levels = tuple(
+        LevelView(i, level.name, _targets(level.notify, level.email, level.webhook), format_duration(level.wait))
+        for i, level in enumerate(policy.levels, start=1)
+    )
+    return EscalationView(
+        id=row.id, title=row.title, source=row.source, severity=row.severity, status=row.status,
+        current_level=row.current_level, levels=levels, created_by=row.created_by,
+        created_at=_utc(row.created_at) or now(), next_level=row.next_level,
+        next_due_at=_utc(row.next_due_at), snoozed_until=_utc(row.snoozed_until),
+        acknowledged_by=row.acknowledged_by, acknowledged_at=_utc(row.acknowledged_at),
+        resolved_by=row.resolved_by, resolved_at=_utc(row.resolved_at), cycle=row.cycle, repeat=policy.repeat,
+    )
+
+
+def _targets(notify: list[str], email: list[str], webhook: str | None) -> str:
+    parts = [mention(p) for p in notify] + list(email)
+    if webhook:
+        parts.append("phone line (webhook)")
+    return " ".join(parts)
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything here is UTC.
+    return at if at is None or at.tzinfo else at.replace(tzinfo=UTC)

@@ -121,7 +121,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, esc_slack: FakeSlackServer
         group = Cluster(env, config_yaml(esc_webhook.url), workdir)
         group.replicas = [group.start_one() for _ in range(3)]
         for replica in group.replicas:
-            replica.start()
+            replica.start(timeout=120)  # a busy CI machine starts slowly
         yield group
         for replica in group.replicas:
             if replica.process is not None and replica.process.poll() is None:
@@ -214,7 +214,7 @@ def test_three_replicas_page_once_and_survive_kill9_of_the_creator(
     late = [re.search(r"This page is \*(\d+)s late\*", p) for p in _pages(esc_slack, esc_id)]
     assert all(m is None or int(m.group(1)) <= 3 for m in late)
     # The creator comes back and takes part again.
-    cluster.replicas[0] = cluster.start_one().start()
+    cluster.replicas[0] = cluster.start_one().start(timeout=120)
 
 
 def test_buttons_acknowledge_escalate_snooze_resolve_across_replicas(
@@ -291,12 +291,21 @@ def test_all_replicas_killed_then_restart_fires_overdue_steps_in_order_and_late(
         cluster.kill9(replica)
     killed_at = time.time()
     time.sleep(2 * WAIT + 0.5)  # levels 2 and 3 fall due while nothing runs
-    cluster.replicas = [cluster.start_one().start()]
+    restarted_at = time.time()
+    cluster.replicas = [cluster.start_one().start(timeout=120)]
     esc_slack.wait_for(lambda: len(_pages(esc_slack, esc_id)) == 4, timeout=20)
     time.sleep(1)
     pages = _pages(esc_slack, esc_id)
     assert _levels(pages) == [1, 2, 3, 4]
     late = [re.search(r"This page is \*([^*]+) late\*", p) for p in pages]
-    assert late[0] is None and late[1] is not None and late[2] is not None, pages
+    assert late[0] is None, pages
+    # Every page the restarted replica sent for a step that fell due while nothing ran says
+    # how late it is. (Which levels those are depends on how fast the machine got to the kill:
+    # on a busy one level 2 may have gone out on time before it.)
+    card = _card(esc_slack, esc_id)
+    posted = [float(m.ts) for m in esc_slack.thread(CHANNEL_ID, card.thread_ts or card.ts)
+              if m.ts != card.ts and "Paging level" in m.text]
+    overdue = [i for i, at in enumerate(posted) if at > restarted_at and i < 3]
+    assert overdue and all(late[i] is not None for i in overdue), pages
     assert time.time() - killed_at > 2 * WAIT
     _assert_exactly_once(esc_slack, esc_smtp, esc_webhook, esc_id)

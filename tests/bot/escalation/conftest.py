@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -51,9 +53,32 @@ def webhook() -> Iterator[WebhookReceiver]:
 CoreFactory = Callable[..., Core]
 
 
+class ShiftedClock:
+    """The machine's time plus an offset that a test moves forward, instead of sleeping
+    through a wait. Every replica of a test shares it, as replicas share NTP time."""
+
+    def __init__(self) -> None:
+        self._offset = timedelta(0)
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return datetime.now(UTC) + self._offset
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def esc_clock() -> ShiftedClock:
+    return ShiftedClock()
+
+
 @pytest.fixture
 def esc_core_factory(
-    roles: BotConfigFile, slack: FakeSlackServer, smtp_server: SmtpServer, webhook: WebhookReceiver
+    roles: BotConfigFile, slack: FakeSlackServer, smtp_server: SmtpServer, webhook: WebhookReceiver,
+    esc_clock: ShiftedClock,
 ) -> Iterator[CoreFactory]:
     """Builds cores (replicas) on one fresh PostgreSQL database, scheduler running."""
     started: list[tuple[Core, EscalationScheduler | None]] = []
@@ -69,7 +94,7 @@ def esc_core_factory(
             config = roles.model_copy(update={
                 "escalation": EscalationPolicy.model_validate(policy or policy_dict(webhook.url))
             })
-            core = build_core(settings, config)
+            core = build_core(settings, config, clock=esc_clock)
             sched = None
             if scheduler:
                 assert core.escalation is not None

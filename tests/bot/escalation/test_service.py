@@ -18,7 +18,7 @@ from bot.events import AlertGroupChanged, AlertGroupOpened, AlertGroupResolved, 
 from bot.service import OutcomeKind
 from bot.store.models import AuditEntry, Escalation, EscalationDelivery
 from sandbox.slack_server import FakeSlackServer
-from tests.bot.escalation.conftest import ROUTING_KEY, CoreFactory, policy_dict
+from tests.bot.escalation.conftest import ROUTING_KEY, CoreFactory, ShiftedClock, policy_dict
 from tests.harness.calls import run_as
 from tests.harness.smtp import SMTP_PASSWORD, SmtpServer
 from tests.harness.users import CHANNEL_ID
@@ -79,15 +79,19 @@ def test_manual_page_walks_the_chain_once(esc_core_factory: CoreFactory, slack: 
 
 
 def test_ack_stops_the_timers_and_says_who(esc_core_factory: CoreFactory, slack: FakeSlackServer,
-                                           webhook: WebhookReceiver) -> None:
+                                           webhook: WebhookReceiver, esc_clock: ShiftedClock) -> None:
     core = esc_core_factory(policy_dict(webhook.url, wait="2s"))
     esc_id = _page(core)
     _wait_thread(slack, core, esc_id, "Paging level 1")
+    level2 = _esc(core).get(esc_id)
+    assert level2 is not None and level2.next_level == 2
     outcome = run_as(core, "oncall", "ack")  # the only open escalation of the channel; viewer via S0ONCALL
     assert outcome.kind is OutcomeKind.OK, outcome.message
     thread = _wait_thread(slack, core, esc_id, "Acknowledged")
     assert any("<@U0ONCALL>" in t and "level 1 on-call had been paged" in t for t in thread)
-    time.sleep(3)
+    esc_clock.advance(3)  # level 2 was due by now: its timer finds the acknowledgement
+    assert _esc(core).fire(esc_id, level2.version) == "stale"
+    assert esc_id not in {e for e, _, _ in _esc(core).due_steps(horizon_seconds=3600)}
     assert not any("Paging level 2" in t for t in _thread(slack, core, esc_id))
     again = run_as(core, "operator", f"ack {esc_id}")
     assert again.kind is OutcomeKind.USER_ERROR and "already acknowledged by <@U0ONCALL>" in again.message
@@ -213,13 +217,13 @@ def test_replicas_page_each_step_exactly_once(esc_core_factory: CoreFactory, sla
 
 
 def test_restart_fires_overdue_steps_in_order_and_says_how_late(
-    esc_core_factory: CoreFactory, slack: FakeSlackServer, webhook: WebhookReceiver
+    esc_core_factory: CoreFactory, slack: FakeSlackServer, webhook: WebhookReceiver, esc_clock: ShiftedClock
 ) -> None:
     # "Process A" has no scheduler: it dies right after the first page.
     crashed = esc_core_factory(policy_dict(webhook.url, wait="1s"), scheduler=False)
     esc_id = _page(crashed)
     _wait_thread(slack, crashed, esc_id, "Paging level 1")
-    time.sleep(3.2)  # levels 2, 3 and 4 fall due while nobody runs
+    esc_clock.advance(3.2)  # levels 2, 3 and 4 fall due while nobody runs
     esc_core_factory(policy_dict(webhook.url, wait="1s"))  # the restart
     thread = _wait_thread(slack, crashed, esc_id, "Paging level 4")
     pages = [t for t in thread if "Paging level" in t]
@@ -285,9 +289,9 @@ def test_new_alerts_do_not_repage_by_default(esc_core_factory: CoreFactory, slac
     _wait_thread(slack, core, esc_id, "Paging level 1")
     run_as(core, "oncall", f"ack {esc_id}")
     core.events.publish(AlertGroupChanged(9, 3))
-    time.sleep(1)
+    slack.wait_for(lambda: any(e.kind == "new_alerts" and "not re-paged" in e.detail
+                               for e in _esc(core).events_of(esc_id)))
     assert sum("Paging level" in t for t in _thread(slack, core, esc_id)) == 1
-    assert any(e.kind == "new_alerts" and "not re-paged" in e.detail for e in _esc(core).events_of(esc_id))
 
 
 def test_break_glass_pages_level_3(esc_core_factory: CoreFactory, slack: FakeSlackServer,
@@ -395,3 +399,31 @@ def test_a_dead_claim_holder_is_covered_after_its_lease(esc_core_factory: CoreFa
     slack.wait_for(lambda: _dms(slack, esc_id)["D0ADM01"] == 1, timeout=10)
     slack.wait_for(lambda: all(d.status == "sent" for d in _esc(core).pages_of(esc_id) if d.kind == "slack_dm"))
     assert _dms(slack, esc_id) == Counter({"D0OPS01": 1, "D0ONCALL": 1, "D0ADM01": 1})
+
+
+def test_a_batch_of_last_steps_ends_each_chain(esc_core_factory: CoreFactory, slack: FakeSlackServer,
+                                               webhook: WebhookReceiver) -> None:
+    """A batch whose steps are all the chain's last (nothing planned after them) is claimed in
+    one statement too, and leaves every escalation open with no next step."""
+    two_levels = {"start_on": {"severity": ["critical"]}, "levels": [
+        {"name": "on-call", "notify": ["U0OPS01"], "wait": LONG},
+        {"name": "devops-team", "notify": ["U0ADM01"], "wait": LONG}]}
+    core = esc_core_factory(two_levels, scheduler=False)
+    ids = [_page(core, f"page 1 last {i}") for i in range(3)]
+    for esc_id in ids:
+        _wait_thread(slack, core, esc_id, "Paging level 1")
+    steps = []
+    with core.sessions.begin() as session:
+        for esc_id in ids:
+            row = session.get(Escalation, esc_id)
+            assert row is not None and row.next_level == 2
+            row.next_due_at = row.next_due_at - timedelta(hours=1, seconds=1)  # type: ignore[operator]
+            steps.append((esc_id, row.version))
+    outcomes = _esc(core).fire_many(steps)
+    assert set(outcomes.values()) == {"fired"}, outcomes
+    for esc_id in ids:
+        thread = _wait_thread(slack, core, esc_id, "Paging level 2")
+        assert any("last page of the chain" in t for t in thread)
+        row = _esc(core).get(esc_id)
+        assert row is not None and row.status == "active" and row.current_level == 2
+        assert row.next_level is None and row.next_due_at is None
