@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from bot.procedures import alerts, cluster, escalation, info, logs, metrics, security
+from bot.procedures import (
+    alerts,
+    cluster,
+    escalation,
+    images,
+    info,
+    logs,
+    metrics,
+    secret_manager,
+    security,
+)
 from bot.registry import Registry
 
 # Each module declares PROCEDURES; issues #3, #4, #5 add theirs to this tuple.
-MODULES = (info, cluster, logs, metrics, security, alerts, escalation)
+MODULES = (info, cluster, logs, metrics, security, alerts, escalation, images, secret_manager)
 
 
 def build_registry(
