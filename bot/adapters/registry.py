@@ -94,8 +94,9 @@ class TagInfo:
 
 
 class RegistryGateway:
-    def __init__(self, base_url: str | None, timeout: float) -> None:
+    def __init__(self, base_url: str | None, timeout: float, page_size: int = 1000) -> None:
         self._base_url = base_url.rstrip("/") if base_url else None
+        self.page_size = page_size
         self._timeout = timeout
         self._http = requests.Session()
         self._http.headers["User-Agent"] = "aia-runbook-bot"
@@ -180,7 +181,7 @@ class RegistryGateway:
     # -- reads ------------------------------------------------------------------
     def tags(self, image: ImageName) -> tuple[list[str], dict[str, TagInfo]]:
         """Every tag, following pagination; plus what a GCR-style listing already says per tag."""
-        url: str | None = f"{self._root(image.host)}/v2/{image.path}/tags/list?n=1000"
+        url: str | None = f"{self._root(image.host)}/v2/{image.path}/tags/list?n={self.page_size}"
         tags: list[str] = []
         known: dict[str, TagInfo] = {}
         pages = 0
