@@ -1944,6 +1944,8 @@ class FakeKubeAPIServer:
     def _api_patch(self, res: _Resource, namespace: str | None, name: str, query: dict[str, str],
                    body: Any, content_type: str, *, part: str = "main") -> _Response:
         current = self._find(res, namespace, name)
+        # A patch through another served version sees the object converted to that version.
+        current = {**current, "apiVersion": res.api_version}
         patched = self._apply_patch(res, current, body, content_type)
         # A patch that carries metadata.resourceVersion is a precondition, like in a PUT; a patch
         # that leaves it alone is unconditional.
