@@ -8,7 +8,7 @@ from bot.core import build_core
 from bot.results import Table
 from bot.service import OutcomeKind
 from bot.settings import load_settings
-from tests.bot.procedures.test_changes import approve, deployment
+from tests.bot.procedures.test_changes import deployment
 from tests.harness.bot_process import free_port
 from tests.harness.calls import run_as
 from tests.harness.users import CHANNEL_ID, SLACK_USERS, TEAM_ID
