@@ -57,6 +57,7 @@ class ExternalSecretsController:
 
     def reset(self) -> None:
         self.syncing = True
+        self.syncs = 0
         self.unreadable = {"aia-oauth-client-secret"}
         self._seen.clear()
 
