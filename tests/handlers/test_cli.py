@@ -46,6 +46,17 @@ def test_console_sandbox_pages_and_acknowledges() -> None:
     assert "Traceback" not in out + done.stderr
 
 
+def test_console_sandbox_has_images_and_secret_rotation() -> None:
+    script = "images --limit 2\nsecrets rotate aia-api-key\n:user bob\n:click 1\nsecrets versions aia-api-key\n"
+    done = _run(["console", "--sandbox"], stdin=script)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "v1.6.0  sha256:" in out and "v1.5.1" in out
+    assert "Added version 3 of `aia-api-key`" in out and "Restarted `aia-api-blue`" in out
+    assert "successfully rolled out" in out
+    assert "Traceback" not in out + done.stderr
+
+
 def test_serve_without_signing_secret_names_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     done = _run(["serve", "--port", "0"], env={"SLACK_BOT_TOKEN": "xoxb-test-0000000", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
     assert done.returncode == 2
