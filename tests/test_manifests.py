@@ -36,6 +36,8 @@ ALLOWED_WRITES = {
     ("", "services"): {"patch"},
     ("", "configmaps"): {"patch"},
     ("", "pods"): {"delete"},
+    # `/aia secrets sync|rotate`: the force-sync annotation, nothing else.
+    ("external-secrets.io", "externalsecrets"): {"patch"},
 }
 SLACK_BOT_SCOPES = {
     "commands",
