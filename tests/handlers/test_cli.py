@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 from tests.harness.bot_process import aia_bot_executable
@@ -83,6 +84,18 @@ def test_check_reports_each_backend(bot_env, prometheus) -> None:  # type: ignor
     for backend in ("settings", "database", "slack", "kubernetes", "prometheus"):
         assert any(line.startswith("ok") and backend in line for line in done.stdout.splitlines()), backend
     assert "all configured backends answer" in done.stdout
+
+
+def test_check_reaches_the_registry_and_the_rotatable_secrets(bot_env, secret_manager) -> None:  # type: ignore[no-untyped-def]
+    env = {**bot_env, "SECRETMANAGER_EMULATOR_HOST": secret_manager.address, "AIA_ROTATABLE_SECRETS": "aia-api-key"}
+    done = _run(["check"], env=env)
+    # Other tests of the session may have pushed more tags to the shared registry.
+    assert re.search(r"ok   registry +gcr.io/a-467519/aia-system: \d+ tags", done.stdout), done.stdout
+    assert "ok   secret manager  aia-api-key: 2 versions readable" in done.stdout
+    secret_manager.deny("secretmanager.versions.list", "aia-api-key")
+    done = _run(["check"], env=env)
+    assert done.returncode == 1 and "lacks `secretmanager.versions.list`" in done.stdout
+    assert "sandbox-api-key" not in done.stdout + done.stderr
 
 
 def test_check_fails_when_kubernetes_is_down(bot_env, kube) -> None:  # type: ignore[no-untyped-def]
