@@ -115,8 +115,8 @@ class Sandbox:
             "AIA_ROTATABLE_SECRETS": "aia-api-key",
             "AIA_SECRET_SYNC_TIMEOUT_SECONDS": "30",
         }
-        if self.registry is not None:
-            env["AIA_REGISTRY_URL"] = self.registry.url
+        # Without the local registry, a closed local port: the sandbox never reaches the real gcr.io.
+        env["AIA_REGISTRY_URL"] = self.registry.url if self.registry is not None else "http://127.0.0.1:9"
         if os.environ.get("PROMETHEUS_URL"):
             env["PROMETHEUS_URL"] = os.environ["PROMETHEUS_URL"]
         return env
