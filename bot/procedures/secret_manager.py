@@ -130,7 +130,10 @@ def _sync_state(es: dict[str, Any], forced_at: datetime) -> tuple[str, str]:
         return "synced", f"refreshed at {refreshed:%H:%M:%S} UTC"
     if ready.get("status") == "False" and changed is not None and changed >= forced_at:
         return "failed", f"{ready.get('reason') or 'not ready'}: {str(ready.get('message') or '')[:300]}"
-    return "waiting", str(ready.get("reason") or "no status yet")
+    # A condition that was already False before the refresh keeps its old transition time (the
+    # operator only moves it when the status flips): its message is still the best hint.
+    hint = f": {str(ready.get('message') or '')[:200]}" if ready.get("status") == "False" else ""
+    return "waiting", str(ready.get("reason") or "no status yet") + hint
 
 
 def force_refresh(ctx: ProcedureContext, names: list[str]) -> datetime:
