@@ -9,13 +9,16 @@ a real `created` time, which is what `/aia images` shows.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +51,25 @@ def available() -> bool:
     return shutil.which(BINARY) is not None
 
 
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A pre-exec hook: Linux sends the child SIGTERM when the process that started it dies.
+
+    A console or test killed with SIGKILL cannot stop its registry; without this it would be
+    left running, holding its port and temporary directory. libc is loaded here, in the parent:
+    the hook itself runs between fork and exec, where importing (taking locks) is not safe.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: stop() is the only clean-up
+
+    def hook() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return hook
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -72,7 +94,8 @@ class RegistryProcess:
         config = root / "config.yml"
         config.write_text(CONFIG_YAML.format(root=root / "storage", port=self.port))
         log = open(root / "registry.log", "ab")  # noqa: SIM115 - the child process owns it
-        self._process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        self._process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent_hook())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
