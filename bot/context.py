@@ -12,6 +12,8 @@ from bot.settings import Settings
 if TYPE_CHECKING:
     from bot.adapters.kubernetes import KubeGateway
     from bot.adapters.prometheus import PrometheusGateway
+    from bot.adapters.registry import RegistryGateway
+    from bot.adapters.secretmanager import SecretManagerGateway
     from bot.alerts.service import AlertService
     from bot.escalation.service import EscalationService
     from bot.registry import Registry
@@ -34,6 +36,8 @@ class Backends:
     settings: Settings
     _kube: KubeGateway | None = None
     _prometheus: PrometheusGateway | None = None
+    _registry: RegistryGateway | None = None
+    _secret_manager: SecretManagerGateway | None = None
     # Services of the core that procedures read (`/aia alerts`, `/aia page`...); set by build_core.
     alerts: AlertService | None = None
     escalation: EscalationService | None = None
@@ -61,6 +65,25 @@ class Backends:
                 self.settings.prometheus_url, self.settings.prometheus_timeout_seconds
             )
         return self._prometheus
+
+    @property
+    def registry(self) -> RegistryGateway:
+        if self._registry is None:
+            from bot.adapters.registry import RegistryGateway
+
+            self._registry = RegistryGateway(self.settings.aia_registry_url,
+                                             self.settings.aia_registry_timeout_seconds)
+        return self._registry
+
+    @property
+    def secret_manager(self) -> SecretManagerGateway:
+        if self._secret_manager is None:
+            from bot.adapters.secretmanager import SecretManagerGateway
+
+            self._secret_manager = SecretManagerGateway(
+                self.settings.gcp_project, self.settings.secretmanager_emulator_host,
+                self.settings.secretmanager_timeout_seconds)
+        return self._secret_manager
 
 
 @dataclass(frozen=True)

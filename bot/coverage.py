@@ -22,7 +22,6 @@ class Gap:
 Target = str | Gap
 
 CLOUD_SQL = Gap("not filed yet: Cloud SQL procedures", "needs the Cloud SQL Admin adapter and its local server")
-SECRET_MANAGER = Gap("not filed yet: Secret Manager procedures", "secret rotation is destructive; needs the two-person rule (#3)")
 
 # (pattern over one command line, target). First match wins; order matters.
 COVERAGE: list[tuple[str, Target]] = [
@@ -31,8 +30,9 @@ COVERAGE: list[tuple[str, Target]] = [
     (r"kubectl cluster-info", "status"),
     (r"kubectl get secrets", "secrets"),
     (r"kubectl (get|describe) externalsecrets?", "secrets"),
-    (r"gcloud secrets versions add", SECRET_MANAGER),
-    (r"gcloud secrets list", SECRET_MANAGER),
+    (r"gcloud secrets versions add aia-database-url", Gap("not yet: database password rotation", "the Cloud SQL user's password and the secret must change together in a safe order; `/aia secrets rotate` refuses it until then, and never takes a typed value (it would land in Slack)")),
+    (r"gcloud secrets versions add", "secrets rotate"),
+    (r"gcloud secrets list", "secrets versions"),
     (r"gcloud secrets access-secret", Gap("never", "the bot never shows a secret value; `/aia secrets` shows names and sync status")),
     (r"container_memory_usage_bytes", "metrics"),
     (r"rate\(http_requests_total", "metrics"),
@@ -56,7 +56,7 @@ COVERAGE: list[tuple[str, Target]] = [
     (r"kubectl logs -n aia-production --since=1h", "logs"),
     (r"kubectl logs .*--previous", "logs"),
     (r"kubectl logs .*grep", "logs"),
-    (r"gcloud container images list-tags", Gap("not filed yet: image registry check", "needs an Artifact Registry adapter")),
+    (r"gcloud container images list-tags", "images"),
     (r"kubectl get nodes", "nodes"),
     (r"kubectl top nodes", "top nodes"),
     (r"kubectl top pods", "top pods"),

@@ -85,7 +85,39 @@ class Settings(BaseSettings):
     gcp_project: str = Field("a-467519", description="Google Cloud project.")
     cloudsql_instance: str = Field("mas-system-postgres", description="Cloud SQL instance.")
     cloudsql_api_endpoint: str | None = Field(None, description="Cloud SQL Admin API endpoint override.")
-    secretmanager_api_endpoint: str | None = Field(None, description="Secret Manager endpoint override.")
+
+    # --- Images and Secret Manager ---------------------------------------------
+    aia_image_repository: str = Field(
+        "gcr.io/a-467519/aia-system", description="The app's image repository (`/aia images`)."
+    )
+    aia_allowed_registries: str = Field(
+        "gcr.io/a-467519",
+        description="Comma-separated registry/path prefixes images must come from (set-image, bluegreen deploy).",
+    )
+    aia_registry_url: str | None = Field(
+        None,
+        description="Base URL of an OCI distribution API used for every allowed registry, e.g. http://127.0.0.1:5000; "
+        "unset: the image's own host over HTTPS with a Google access token (application default credentials).",
+    )
+    aia_registry_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of one registry call.")
+    secretmanager_emulator_host: str | None = Field(
+        None,
+        description="host:port of a local Secret Manager (plaintext gRPC, anonymous); unset: Google's, with ADC.",
+    )
+    secretmanager_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of one Secret Manager call.")
+    aia_rotatable_secrets: str = Field(
+        "",
+        description="Comma-separated Secret Manager secrets `/aia secrets rotate` may replace with a generated value "
+        "(only secrets the app itself owns; empty: none).",
+    )
+    aia_database_secrets: str = Field(
+        "aia-database-url",
+        description="Secrets holding the database password; rotation refuses them until Cloud SQL user rotation exists.",
+    )
+    aia_secret_sync_timeout_seconds: int = Field(
+        120, ge=5, le=3600, description="How long a forced ExternalSecret refresh is waited for."
+    )
+    # --- end images and Secret Manager -------------------------------------------
 
     # --- The bot itself -------------------------------------------------------
     aia_bot_config: Path | None = Field(None, description="YAML file: roles, escalation, alert map.")
@@ -211,7 +243,27 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL, e.g. https://slack.com/api/")
         return value if value.endswith("/") else value + "/"
 
-    @field_validator("prometheus_url", "aia_grafana_url", "aia_api_url", "aia_frontend_url")
+    @field_validator("aia_allowed_registries")
+    @classmethod
+    def _registry_prefixes(cls, value: str) -> str:
+        prefixes = [p.strip() for p in value.split(",") if p.strip()]
+        for prefix in prefixes:
+            if "://" in prefix or not re.fullmatch(r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*", prefix):
+                raise ValueError(f"{prefix!r} is not a registry/path prefix like gcr.io/a-467519")
+        if not prefixes:
+            raise ValueError("name at least one registry, e.g. gcr.io/a-467519")
+        return ",".join(prefixes)
+
+    @field_validator("secretmanager_emulator_host")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9.-]+:\d{1,5}", str(value)):
+            raise ValueError("must be host:port, e.g. 127.0.0.1:8085")
+        return value
+
+    @field_validator("prometheus_url", "aia_grafana_url", "aia_api_url", "aia_frontend_url", "aia_registry_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is None or value == "":

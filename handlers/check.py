@@ -84,6 +84,7 @@ def run_check(out: Callable[[str], None] = print) -> int:
             failures += 1
     else:
         line("warn", "prometheus", "PROMETHEUS_URL not set: /aia metrics and /aia query are unavailable")
+    failures += _check_google(core, line)
     failures += _check_paging(core, line)
     out("all configured backends answer" if not failures else f"{failures} problem(s)")
     return 0 if not failures else 1
@@ -114,5 +115,31 @@ def _check_paging(core: Core, line: Callable[[str, str, str], None]) -> int:
                 line("warn", "paging webhook", f"{detail}, but AIA_PAGING_ROUTING_KEY is not set")
         except PageFailed as exc:
             line("FAIL", "paging webhook", exc.message)
+            failures += 1
+    return failures
+
+
+def _check_google(core: Core, line: Callable[[str, str, str], None]) -> int:
+    """The image registry (tags of the app image) and Secret Manager (metadata of the rotatable secrets)."""
+    from bot.adapters.registry import ImageName
+
+    settings = core.settings
+    failures = 0
+    try:
+        tags, _ = core.backends.registry.tags(ImageName.parse(settings.aia_image_repository))
+        line("ok", "registry", f"{settings.aia_image_repository}: {len(tags)} tags")
+    except (BackendUnavailable, UserError, ConfigurationError) as exc:
+        line("FAIL", "registry", str(exc))
+        failures += 1
+    rotatable = [s for s in settings.aia_rotatable_secrets.split(",") if s.strip()]
+    if not rotatable:
+        line("warn", "secret manager", "AIA_ROTATABLE_SECRETS is empty: /aia secrets rotate refuses every secret")
+        return failures
+    for secret in rotatable:
+        try:
+            versions = core.backends.secret_manager.versions(secret.strip())
+            line("ok", "secret manager", f"{secret.strip()}: {len(versions)} versions readable")
+        except (BackendUnavailable, UserError, ConfigurationError) as exc:
+            line("FAIL", "secret manager", str(exc))
             failures += 1
     return failures

@@ -83,6 +83,26 @@ class Sandbox:
         for user in SANDBOX_USERS:
             self.slack.add_user(user.user_id, user.name, user.email)
         self.kubeconfig = self.kube.write_kubeconfig(os.path.join(self.dir.name, "kubeconfig"))
+        self._start_google_cloud()
+
+    def _start_google_cloud(self) -> None:
+        """Secret Manager (and its ExternalSecrets operator) always; the registry when Debian's is installed."""
+        from sandbox import registry
+        from sandbox.external_secrets import ExternalSecretsController
+        from sandbox.secretmanager_server import FakeSecretManager, seed_aia_secrets
+
+        self.secret_manager = FakeSecretManager().start()
+        seed_aia_secrets(self.secret_manager)
+        self.external_secrets = ExternalSecretsController(self.kube, self.secret_manager).start()
+        self.registry: registry.RegistryProcess | None = None
+        self.notice = ""
+        if registry.available():
+            self.registry = registry.RegistryProcess().start()
+            registry.seed_aia_images(self.registry)
+        else:
+            self.notice = ("Images are unavailable in this sandbox: Debian's docker-registry is not installed "
+                           "(apt-get install docker-registry), so /aia images, set-image and bluegreen deploy "
+                           "cannot check tags.")
 
     def env(self) -> dict[str, str]:
         env = {
@@ -94,7 +114,12 @@ class Sandbox:
             "AIA_ALERT_CHANNEL": SANDBOX_CHANNEL,
             # A throwaway database gets a throwaway key: the audit chain is keyed here as in production.
             "AIA_AUDIT_KEY": secrets.token_hex(32),
+            "SECRETMANAGER_EMULATOR_HOST": self.secret_manager.address,
+            "AIA_ROTATABLE_SECRETS": "aia-api-key",
+            "AIA_SECRET_SYNC_TIMEOUT_SECONDS": "30",
         }
+        # Without the local registry, a closed local port: the sandbox never reaches the real gcr.io.
+        env["AIA_REGISTRY_URL"] = self.registry.url if self.registry is not None else "http://127.0.0.1:9"
         if os.environ.get("PROMETHEUS_URL"):
             env["PROMETHEUS_URL"] = os.environ["PROMETHEUS_URL"]
         return env
@@ -117,6 +142,10 @@ class Sandbox:
         return RolesConfig(**by_role)
 
     def close(self) -> None:
+        self.external_secrets.stop()
+        self.secret_manager.stop()
+        if self.registry is not None:
+            self.registry.stop()
         self.kube.stop()
         self.slack.stop()
         self.dir.cleanup()
@@ -265,6 +294,14 @@ class Console:
         if outcome.executed is not None:
             rendered, _ = render_text(outcome.executed)
             self.out(rendered)
+            if outcome.executed.followup is not None:
+                # What Slack shows in the card's thread (a sync, a rollout), the last state in full.
+                last = None
+                for step in outcome.executed.followup():
+                    last = step
+                    self.out("  … " + render_text(step)[0].splitlines()[0])
+                if last is not None:
+                    self.out(render_text(last)[0])
         self._show_card(request_id, ts)
 
 
@@ -273,6 +310,8 @@ def run_console(sandbox: bool, stdin: IO[str] | None = None, out: Callable[[str]
     if not sandbox:
         out("aia-bot console needs --sandbox for now: it runs against a sandbox cluster and Slack.")
         return 2
+    # gRPC's C core logs connection shutdowns at INFO on stderr; a newcomer's terminal only needs errors.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     box = Sandbox()
     timers: EscalationScheduler | None = None
     try:
@@ -286,6 +325,8 @@ def run_console(sandbox: bool, stdin: IO[str] | None = None, out: Callable[[str]
         interactive = stdin.isatty()
         if interactive:
             out("AIA runbook bot — sandbox. Nothing here touches a real cluster or Slack.")
+        if box.notice:
+            out(box.notice)
             out(CONSOLE_HELP)
         while True:
             if interactive:

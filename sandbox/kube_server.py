@@ -159,6 +159,11 @@ _RESOURCES: tuple[_Resource, ...] = (
               "ExternalSecret", True, ("es",), ("status",), has_status=True, custom=True),
     _Resource("external-secrets.io", "v1beta1", "secretstores", "secretstore", "SecretStore",
               True, ("ss",), ("status",), has_status=True, custom=True),
+    # The operator serves v1 too (the storage version since ESO 0.17); same objects, either path.
+    _Resource("external-secrets.io", "v1", "externalsecrets", "externalsecret",
+              "ExternalSecret", True, ("es",), ("status",), has_status=True, custom=True),
+    _Resource("external-secrets.io", "v1", "secretstores", "secretstore", "SecretStore",
+              True, ("ss",), ("status",), has_status=True, custom=True),
 )
 _BY_PATH: dict[tuple[str, str, str], _Resource] = {
     (r.group, r.version, r.plural): r for r in _RESOURCES
@@ -1772,7 +1777,9 @@ class FakeKubeAPIServer:
         return stored
 
     def _api_get(self, res: _Resource, namespace: str | None, name: str) -> Obj:
-        return copy.deepcopy(self._find(res, namespace, name))
+        found = copy.deepcopy(self._find(res, namespace, name))
+        found["apiVersion"] = res.api_version  # served in the version asked for, as conversion does
+        return found
 
     def _select(self, res: _Resource, namespace: str | None, query: dict[str, str]) -> ObjList:
         labels = parse_label_selector(query.get("labelSelector", ""))
@@ -1979,6 +1986,8 @@ class FakeKubeAPIServer:
     def _api_patch(self, res: _Resource, namespace: str | None, name: str, query: dict[str, str],
                    body: Any, content_type: str, *, part: str = "main") -> _Response:
         current = self._find(res, namespace, name)
+        # A patch through another served version sees the object converted to that version.
+        current = {**current, "apiVersion": res.api_version}
         patched = self._apply_patch(res, current, body, content_type)
         # A patch that carries metadata.resourceVersion is a precondition, like in a PUT; a patch
         # that leaves it alone is unconditional.

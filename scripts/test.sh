@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} from Debian"
   export DEBIAN_FRONTEND=noninteractive
@@ -14,6 +15,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # The packages' postinst tries to start services; there is no systemd here, which is fine.
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null || true
   command -v prometheus >/dev/null 2>&1 || { echo "prometheus did not install"; exit 1; }
+  command -v docker-registry >/dev/null 2>&1 || { echo "docker-registry did not install"; exit 1; }
 fi
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then

@@ -77,10 +77,20 @@ def roles() -> BotConfigFile:
     )
 
 
+@pytest.fixture(scope="session")
+def image_registry():  # type: ignore[no-untyped-def]
+    """Debian's docker-registry with the app's tags pushed (v1.4.1 ... v1.6.0)."""
+    from tests.harness.registry import aia_registry
+
+    with aia_registry() as registry:
+        yield registry
+
+
 @pytest.fixture
-def bot_env(tmp_path: Path, kube, slack: FakeSlackServer) -> dict[str, str]:
+def bot_env(tmp_path: Path, kube, slack: FakeSlackServer, image_registry) -> dict[str, str]:  # type: ignore[no-untyped-def]
     kubeconfig = kube.write_kubeconfig(str(tmp_path / "kubeconfig"))
     return {
+        "AIA_REGISTRY_URL": image_registry.url,
         "SLACK_BOT_TOKEN": slack.bot_token,
         "SLACK_SIGNING_SECRET": "test-signing-secret-0123456789",
         "SLACK_API_URL": slack.api_url,
@@ -115,3 +125,16 @@ def prometheus():  # type: ignore[no-untyped-def]
     yield prom
     prom.stop()
     exporter.stop()
+
+
+@pytest.fixture
+def secret_manager():  # type: ignore[no-untyped-def]
+    """The local Secret Manager (gRPC), seeded with the secrets the seeded ExternalSecrets read."""
+    from sandbox.secretmanager_server import FakeSecretManager, seed_aia_secrets
+
+    server = FakeSecretManager().start()
+    seed_aia_secrets(server)
+    try:
+        yield server
+    finally:
+        server.stop()

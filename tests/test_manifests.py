@@ -42,7 +42,8 @@ ALLOWED_WRITES = {
     ("networking.k8s.io", "networkpolicies"): {"create"},
     ("autoscaling", "horizontalpodautoscalers"): {"create"},
     ("policy", "poddisruptionbudgets"): {"create"},
-    ("external-secrets.io", "externalsecrets"): {"create"},
+    # create: `/aia dr restore`; patch: `/aia secrets sync|rotate` (the force-sync annotation).
+    ("external-secrets.io", "externalsecrets"): {"create", "patch"},
 }
 SLACK_BOT_SCOPES = {
     "commands",

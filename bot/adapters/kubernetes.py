@@ -201,6 +201,24 @@ class KubeGateway:
             "externalsecrets",
         )["items"]
 
+    def external_secret(self, name: str) -> Obj:
+        return self._json(
+            f"reading external secret {name}",
+            self.custom.get_namespaced_custom_object,
+            "external-secrets.io", "v1", self.namespace, "externalsecrets", name,
+            not_found=f"ExternalSecret `{name}` does not exist in namespace `{self.namespace}`.",
+        )
+
+    def annotate_external_secret(self, name: str, annotations: dict[str, str]) -> Obj:
+        """A merge patch of annotations only (``force-sync`` makes the operator refresh now)."""
+        return self._json(
+            f"annotating external secret {name}",
+            self.custom.patch_namespaced_custom_object,
+            "external-secrets.io", "v1", self.namespace, "externalsecrets", name,
+            {"metadata": {"annotations": annotations}},
+            not_found=f"ExternalSecret `{name}` does not exist in namespace `{self.namespace}`.",
+        )
+
     def pod_metrics(self) -> list[Obj]:
         return self._json(
             "reading pod metrics (metrics.k8s.io)",

@@ -7,17 +7,19 @@ from bot.procedures import (
     cluster,
     database_check,
     escalation,
+    images,
     info,
     logs,
     metrics,
     recovery,
+    secret_manager,
     security,
 )
 from bot.registry import Registry
 
-# Each module declares PROCEDURES; issues #3, #4, #5 add theirs to this tuple.
+# Each module declares PROCEDURES; a new module is added to this tuple.
 MODULES = (info, cluster, logs, metrics, security, alerts, escalation,
-           database_check, recovery)  # issue #10
+           database_check, recovery, images, secret_manager)
 
 
 def build_registry(

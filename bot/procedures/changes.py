@@ -20,6 +20,7 @@ import yaml
 from bot.context import ProcedureContext
 from bot.errors import UserError
 from bot.procedures import kube_format as kf
+from bot.procedures.images import pin_image
 from bot.redaction import looks_secret_key, looks_secret_value, redact, redact_env_value
 from bot.registry import Param, Plan, Procedure, RiskClass
 from bot.results import Action, Preformatted, Result, Status, Table, Text
@@ -240,17 +241,19 @@ def plan_set_image(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
     name = args["deployment"]
     dep = ctx.kube.deployment(name)
     container, image = _split_image(ctx, dep, args["image"])
-    patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
+    # The approval binds the digest: a tag pushed again before execution makes the request stale.
+    pinned = pin_image(ctx, image)
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": pinned.pinned}]}}}}
     after = ctx.kube.patch_deployment(name, patch, dry_run=True)
     old = {c.get("name"): c.get("image") for c in _containers(dep)}.get(container)
-    return Plan(f"deployment/{name}", _dep_snapshot(dep), _diff(dep, after, name=name),
-                f"Set image of `{name}` container `{container}`: `{old}` → `{image}`")
+    snapshot = {**_dep_snapshot(dep), "container": container, "image": pinned.pinned}
+    return Plan(f"deployment/{name}", snapshot, _diff(dep, after, name=name),
+                f"Set image of `{name}` container `{container}`: `{old}` → `{image}` (digest `{pinned.short}…`)")
 
 
 def execute_set_image(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) -> Result:
     name = args["deployment"]
-    dep = ctx.kube.deployment(name)
-    container, image = _split_image(ctx, dep, args["image"])
+    container, image = plan.snapshot["container"], plan.snapshot["image"]
     ctx.kube.patch_deployment(
         name, {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
     )
@@ -351,27 +354,30 @@ def _idle_change(ctx: ProcedureContext, live: str, image: str) -> tuple[Obj | No
 
 
 def plan_bluegreen_deploy(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
+    # Before anything else: the idle colour gets the live colour's env, service account and secrets.
+    pinned = pin_image(ctx, args["image"])
     live = live_colour(ctx)
     idle = _other(live)
     idle_name = _deployment_of(ctx, idle)
-    idle_dep, change = _idle_change(ctx, live, args["image"])
+    idle_dep, change = _idle_change(ctx, live, pinned.pinned)
     if idle_dep is None:
         preview = _diff({}, ctx.kube.create_deployment(change, dry_run=True), name=idle_name)
         snapshot: dict[str, Any] = {"live": live, "idle": None}
     else:
         preview = _diff(idle_dep, ctx.kube.patch_deployment(idle_name, change, dry_run=True), name=idle_name)
         snapshot = {"live": live, "idle": _dep_snapshot(idle_dep)}
+    snapshot["image"] = pinned.pinned
     replicas = change["spec"]["replicas"]
     return Plan(f"deployment/{idle_name}", snapshot, preview,
-                f"Deploy `{args['image']}` to the idle colour {idle} (`{idle_name}`, {replicas} replicas); "
-                f"{live} keeps the traffic")
+                f"Deploy `{args['image']}` (digest `{pinned.short}…`) to the idle colour {idle} "
+                f"(`{idle_name}`, {replicas} replicas); {live} keeps the traffic")
 
 
 def execute_bluegreen_deploy(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) -> Result:
     live = plan.snapshot["live"]
     idle = _other(live)
     idle_name = _deployment_of(ctx, idle)
-    idle_dep, change = _idle_change(ctx, live, args["image"])
+    idle_dep, change = _idle_change(ctx, live, plan.snapshot["image"])
     if idle_dep is None:
         ctx.kube.create_deployment(change)
     else:
@@ -421,8 +427,17 @@ def _plan_switch_to(ctx: ProcedureContext, target: str, why: str) -> Plan:
                         "deploy and validate it first (`/aia bluegreen validate`).")
     after = ctx.kube.patch_service(service_name, {"spec": {"selector": {"version": target}}}, dry_run=True)
     snapshot = {"service": _rv(service), "live": live, "target": _dep_snapshot(target_dep), "target_ready": ready}
-    return Plan(f"service/{service_name}", snapshot, _diff(service, after, name=service_name),
-                f"{why}: service `{service_name}` from {live} to {target} ({ready} ready pods)")
+    going_live = _dep_snapshot(target_dep)["images"]
+    try:
+        leaving = _dep_snapshot(ctx.kube.deployment(_deployment_of(ctx, live)))["images"]
+    except UserError:
+        leaving = {}
+    # The approver decides on what will serve traffic, not only on a selector diff.
+    images = "\n".join([f"# goes live ({target}): {c}={i}" for c, i in going_live.items()]
+                       + [f"# leaves traffic ({live}): {c}={i}" for c, i in leaving.items()])
+    return Plan(f"service/{service_name}", snapshot, images + "\n" + _diff(service, after, name=service_name),
+                f"{why}: service `{service_name}` from {live} to {target} ({ready} ready pods), putting live "
+                + ", ".join(f"`{i}`" for i in going_live.values()))
 
 
 def plan_bluegreen_switch(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:

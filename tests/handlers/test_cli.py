@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 from tests.harness.bot_process import aia_bot_executable
@@ -46,6 +47,17 @@ def test_console_sandbox_pages_and_acknowledges() -> None:
     assert "Traceback" not in out + done.stderr
 
 
+def test_console_sandbox_has_images_and_secret_rotation() -> None:
+    script = "images --limit 2\nsecrets rotate aia-api-key\n:user bob\n:click 1\nsecrets versions aia-api-key\n"
+    done = _run(["console", "--sandbox"], stdin=script)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "v1.6.0  sha256:" in out and "v1.5.1" in out
+    assert "Added version 3 of `aia-api-key`" in out and "Restarted `aia-api-blue`" in out
+    assert "successfully rolled out" in out
+    assert "Traceback" not in out + done.stderr
+
+
 def test_serve_without_signing_secret_names_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
     done = _run(["serve", "--port", "0"], env={"SLACK_BOT_TOKEN": "xoxb-test-0000000", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
     assert done.returncode == 2
@@ -72,6 +84,18 @@ def test_check_reports_each_backend(bot_env, prometheus) -> None:  # type: ignor
     for backend in ("settings", "database", "slack", "kubernetes", "prometheus"):
         assert any(line.startswith("ok") and backend in line for line in done.stdout.splitlines()), backend
     assert "all configured backends answer" in done.stdout
+
+
+def test_check_reaches_the_registry_and_the_rotatable_secrets(bot_env, secret_manager) -> None:  # type: ignore[no-untyped-def]
+    env = {**bot_env, "SECRETMANAGER_EMULATOR_HOST": secret_manager.address, "AIA_ROTATABLE_SECRETS": "aia-api-key"}
+    done = _run(["check"], env=env)
+    # Other tests of the session may have pushed more tags to the shared registry.
+    assert re.search(r"ok   registry +gcr.io/a-467519/aia-system: \d+ tags", done.stdout), done.stdout
+    assert "ok   secret manager  aia-api-key: 2 versions readable" in done.stdout
+    secret_manager.deny("secretmanager.versions.list", "aia-api-key")
+    done = _run(["check"], env=env)
+    assert done.returncode == 1 and "lacks `secretmanager.versions.list`" in done.stdout
+    assert "sandbox-api-key" not in done.stdout + done.stderr
 
 
 def test_check_fails_when_kubernetes_is_down(bot_env, kube) -> None:  # type: ignore[no-untyped-def]

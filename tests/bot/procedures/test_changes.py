@@ -81,11 +81,13 @@ def test_restart_sets_restarted_at_and_follows_the_rollout(core, kube) -> None: 
     assert int(after) == int(before) + 1
 
 
-def test_bluegreen_deploy_validate_switch_rollback_cleanup(core, kube) -> None:  # type: ignore[no-untyped-def]
+def test_bluegreen_deploy_validate_switch_rollback_cleanup(core, kube, image_registry) -> None:  # type: ignore[no-untyped-def]
     image = "gcr.io/a-467519/aia-system:v1.6.0"
     deploy = run_as(core, "operator", f"bluegreen deploy {image}")
     assert deploy.kind is OutcomeKind.OK, deploy.message
-    assert deployment(kube, "aia-api-green")["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    # Pinned: the nodes pull exactly the build the tag named when the deploy was planned.
+    pinned = f"{image}@{image_registry.digest('v1.6.0')}"
+    assert deployment(kube, "aia-api-green")["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
     assert finish(deploy.result)[-1].status.value == "ok"
     validate = run_as(core, "operator", "bluegreen validate")
     assert validate.result.status.value == "ok", validate.result.parts
@@ -108,9 +110,10 @@ def test_bluegreen_switch_refuses_an_idle_colour_without_ready_pods(core, kube) 
     assert outcome.kind is OutcomeKind.USER_ERROR and "no ready pods" in outcome.message
 
 
-def test_set_image(core, kube) -> None:  # type: ignore[no-untyped-def]
+def test_set_image(core, kube, image_registry) -> None:  # type: ignore[no-untyped-def]
     approve(core, "set-image aia-api-blue api=gcr.io/a-467519/aia-system:v1.5.1")
-    assert deployment(kube, "aia-api-blue")["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v1.5.1")
+    image = deployment(kube, "aia-api-blue")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"gcr.io/a-467519/aia-system:v1.5.1@{image_registry.digest('v1.5.1')}"
 
 
 def test_rollback_to_the_previous_revision(core, kube) -> None:  # type: ignore[no-untyped-def]
@@ -249,7 +252,7 @@ def test_cleanup_evicted_stays_in_its_namespace(core, kube) -> None:  # type: ig
     assert all("kube-system" not in r.path for r in kube.requests if r.method == "DELETE")
 
 
-@pytest.mark.parametrize("command", ["bluegreen switch", "set-image aia-api-blue gcr.io/a-467519/aia-system:v2",
+@pytest.mark.parametrize("command", ["bluegreen switch", "set-image aia-api-blue gcr.io/a-467519/aia-system:v1.5.0",
                                      "rollback aia-api-blue", "isolate aia-api-blue", "maintenance on",
                                      "scale aia-api-blue 0", "bluegreen cleanup", "bluegreen rollback"])
 def test_destructive_procedures_only_request(core, kube, command: str) -> None:  # type: ignore[no-untyped-def]
@@ -262,11 +265,11 @@ def test_destructive_procedures_only_request(core, kube, command: str) -> None: 
 
 def test_bluegreen_deploy_recreates_a_cleaned_up_idle_colour(core, kube) -> None:  # type: ignore[no-untyped-def]
     kube.delete("Deployment", "aia-api-green", NS)
-    image = "gcr.io/a-467519/aia-system:v1.7.0"
+    image = "gcr.io/a-467519/aia-system:v1.5.0"
     outcome = run_as(core, "operator", f"bluegreen deploy {image}")
     assert outcome.kind is OutcomeKind.OK, outcome.message
     green = deployment(kube, "aia-api-green")
     assert green["spec"]["template"]["metadata"]["labels"]["version"] == "green"
     assert green["spec"]["selector"]["matchLabels"]["version"] == "green"
-    assert green["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    assert green["spec"]["template"]["spec"]["containers"][0]["image"].startswith(image + "@sha256:")
     assert kube.get("Service", "aia-api", NS)["spec"]["selector"]["version"] == "blue"

@@ -1,0 +1,71 @@
+"""The two-person-rule stack plus the Google Cloud stand-ins: a real OCI registry, the Secret
+Manager gRPC server and the sandbox External Secrets Operator, wired into `aia-bot serve`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sandbox.external_secrets import ExternalSecretsController
+from sandbox.secretmanager_server import FakeSecretManager, seed_aia_secrets
+from tests.harness.approvals import Stack, approval_stack
+from tests.harness.registry import TestRegistry, aia_registry
+
+ROTATABLE = "aia-api-key"
+
+
+@dataclass
+class CloudStack:
+    stack: Stack
+    registry: TestRegistry
+    secret_manager: FakeSecretManager
+    operator: ExternalSecretsController
+
+    def reset(self) -> None:
+        self.stack.reset()
+        self.secret_manager.reset()
+        seed_aia_secrets(self.secret_manager)
+        self.operator.reset()
+
+    def everything_recorded(self) -> str:
+        """Every Slack call, response and file, the audit log, the approval rows and the bot's log."""
+        import psycopg
+
+        slack = self.stack.slack
+        parts = [json.dumps(c.args, default=str) + json.dumps(c.response, default=str) for c in slack.calls]
+        parts += [json.dumps(r.body, default=str) for r in slack.responses]
+        parts += [f.content.decode("utf-8", "replace") if isinstance(f.content, bytes) else str(f.content)
+                  for f in slack.files]
+        with psycopg.connect(self.stack.database_url) as conn:
+            for table in ("audit_log", "approval_requests"):
+                parts += [repr(row) for row in conn.execute(f"SELECT * FROM {table}").fetchall()]  # noqa: S608
+        parts += [bot.logs() for bot in self.stack.bots]
+        return "\n".join(parts)
+
+
+@contextmanager
+def cloud_stack(workdir: Path, **env: str) -> Iterator[CloudStack]:
+    with aia_registry() as registry:
+        secret_manager = FakeSecretManager().start()
+        seed_aia_secrets(secret_manager)
+        try:
+            settings = {
+                "AIA_REGISTRY_URL": registry.url,
+                "SECRETMANAGER_EMULATOR_HOST": secret_manager.address,
+                "AIA_ROTATABLE_SECRETS": ROTATABLE,
+                "AIA_SECRET_SYNC_TIMEOUT_SECONDS": "6",
+                "AIA_ROLLOUT_POLL_SECONDS": "0.3",
+                "AIA_LOG_LEVEL": "DEBUG",
+                **env,
+            }
+            with approval_stack(workdir, **settings) as stack:
+                operator = ExternalSecretsController(stack.kube, secret_manager, interval=0.05).start()
+                try:
+                    yield CloudStack(stack, registry, secret_manager, operator)
+                finally:
+                    operator.stop()
+        finally:
+            secret_manager.stop()
