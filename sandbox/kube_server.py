@@ -139,9 +139,9 @@ _RESOURCES: tuple[_Resource, ...] = (
               ("status",), has_status=True),
     _Resource("metrics.k8s.io", "v1beta1", "pods", "", "PodMetrics", True, virtual=True),
     _Resource("metrics.k8s.io", "v1beta1", "nodes", "", "NodeMetrics", False, virtual=True),
-    _Resource("external-secrets.io", "v1beta1", "externalsecrets", "externalsecret",
+    _Resource("external-secrets.io", "v1", "externalsecrets", "externalsecret",
               "ExternalSecret", True, ("es",), ("status",), has_status=True, custom=True),
-    _Resource("external-secrets.io", "v1beta1", "secretstores", "secretstore", "SecretStore",
+    _Resource("external-secrets.io", "v1", "secretstores", "secretstore", "SecretStore",
               True, ("ss",), ("status",), has_status=True, custom=True),
 )
 _BY_PATH: dict[tuple[str, str, str], _Resource] = {
@@ -794,6 +794,8 @@ class FakeKubeAPIServer:
         self._rng = random.Random()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # RBAC (sandbox/kube_rbac.py): None lets the token do anything, as cluster-admin would.
+        self.authorizer: Any = None
         # A fresh cluster has these namespaces; creating objects elsewhere needs the namespace.
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -1517,6 +1519,8 @@ class FakeKubeAPIServer:
         try:
             if handler.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized")
+            if self.authorizer is not None:
+                self.authorizer.authorize(method, path, query)
             self._raise_injected_failure(method, path)
             if body_error:
                 raise ApiError(400, "couldn't get version/kind; json parse error: invalid JSON")

@@ -163,6 +163,7 @@ _ID_PARAM = Param("id", "positional", "escalation id from the card; default: the
 PROCEDURES = [
     Procedure(
         name="page",
+        kube=(),  # no Kubernetes
         summary="Page a level of the escalation policy now (manual escalation)",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
@@ -173,6 +174,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="oncall",
+        kube=(),  # no Kubernetes
         summary="The escalation policy, who each level pages now, and the open escalations",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
@@ -180,6 +182,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="ack",
+        kube=(),  # no Kubernetes
         summary="Acknowledge an escalation: its timers stop",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
@@ -189,6 +192,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="resolve",
+        kube=(),  # no Kubernetes
         summary="Resolve an escalation: nobody else is paged",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
@@ -197,6 +201,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="snooze",
+        kube=(),  # no Kubernetes
         summary="Pause an escalation; the current level is paged again afterwards",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
@@ -207,6 +212,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="escalate",
+        kube=(),  # no Kubernetes
         summary="Page the next level now instead of waiting",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
@@ -215,6 +221,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="timeline",
+        kube=(),  # no Kubernetes
         summary="Upload the incident timeline (alerts, pages, acks, procedures, approvals) as Markdown",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
