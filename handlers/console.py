@@ -270,6 +270,12 @@ def run_console(sandbox: bool, stdin: IO[str] | None = None, out: Callable[[str]
     if not sandbox:
         out("aia-bot console needs --sandbox for now: it runs against a sandbox cluster and Slack.")
         return 2
+    try:
+        import sandbox  # noqa: F401 - the container image ships the bot without it
+    except ImportError:
+        out("The sandbox is not installed in this image: the container ships the bot only. "
+            "Run `aia-bot console --sandbox` from a checkout (`pip install -e .`).")
+        return 2
     box = Sandbox()
     timers: EscalationScheduler | None = None
     try:
