@@ -688,7 +688,7 @@ def build(safe_keys: set[str]) -> list[Procedure]:
             examples=("/aia config set LOG_LEVEL=DEBUG",),
         ),
         Procedure(
-            name="config backup", summary="Namespace configuration as YAML (Secrets redacted), kept in the database",
+            name="config backup", summary="Namespace configuration as YAML (ExternalSecrets, never Secrets), kept in the database",
             kube=(can("list", "deployments", "apps"), can("list", "services"), can("list", "configmaps"), can("list", "ingresses", "networking.k8s.io"), can("list", "roles", "rbac.authorization.k8s.io"), can("list", "rolebindings", "rbac.authorization.k8s.io"), can("list", "serviceaccounts"), can("list", "externalsecrets", "external-secrets.io")),
             risk=RiskClass.WRITE, runbook=("Backup & Recovery › Configuration Backups",), run=config_backup,
         ),
