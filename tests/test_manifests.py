@@ -559,7 +559,8 @@ def test_checkov_skips_say_why() -> None:
 SECRET_STAND_INS = {
     "SLACK_BOT_TOKEN": "xoxb-1234567890-0987654321-stand-in",
     "SLACK_SIGNING_SECRET": "0123456789abcdef0123456789abcdef",
-    "DATABASE_URL": "postgresql://aia_bot:stand-in@10.20.0.3:5432/aia_bot?sslmode=require",
+    # Loopback and a closed port: nothing is reached even if a check tried.
+    "DATABASE_URL": "postgresql://aia_bot:stand-in@127.0.0.1:1/aia_bot?sslmode=require",
     "ALERTMANAGER_WEBHOOK_TOKEN": "stand-in-webhook-token-0123456789",
     "SMTP_PASSWORD": "stand-in-smtp-password",
     "AIA_PAGING_ROUTING_KEY": "stand-in-routing-key-0123456789ab",
@@ -582,8 +583,9 @@ def _deployed_env(objs: list[Obj], tmp_path: Path) -> dict[str, str]:
             "AIA_BOT_CONFIG": str(config)}
 
 
-def _config_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([aia_bot_executable(), "check", "--config-only"], env=env, capture_output=True,
+def _config_check(env: dict[str, str], config_only: bool = True) -> subprocess.CompletedProcess[str]:
+    args = ["--config-only"] if config_only else []
+    return subprocess.run([aia_bot_executable(), "check", *args], env=env, capture_output=True,
                           text=True, timeout=120, check=False)
 
 
@@ -614,10 +616,11 @@ def test_staging_has_its_own_roles_and_passes_aia_bot_check(tmp_path: Path) -> N
     assert "channel #aia-staging-alerts" in done.stdout and "namespace aia-staging" in done.stdout
 
 
-def test_email_pages_without_smtp_fail_the_check_as_smtp(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["--config-only", "--full"])
+def test_email_pages_without_smtp_fail_the_check_as_smtp(tmp_path: Path, mode: str) -> None:
     env = _deployed_env(render(OVERLAYS / "production"), tmp_path)
     del env["SMTP_HOST"]
-    done = _config_check(env)
+    done = _config_check(env, config_only=mode == "--config-only")
     assert done.returncode == 1
     assert re.search(r"^FAIL +smtp +SMTP_HOST is not set, but the escalation policy pages by email",
                      done.stdout, re.M), done.stdout
