@@ -479,8 +479,9 @@ def test_dockerfile() -> None:
     assert any("--no-deps --no-build-isolation --no-index ." in ln for ln in lines)
     assert "ARG PYTHON_IMAGE=" in text and "FROM ${PYTHON_IMAGE} AS builder" in text
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
-    for needed in ("pyproject.toml", "README.md", "bot", "handlers"):
+    for needed in ("pyproject.toml", "README.md", "requirements", "bot", "handlers"):
         assert needed not in ignored
+    assert "sandbox" in ignored
     assert ".venv" in ignored and ".git" in ignored
 
 
