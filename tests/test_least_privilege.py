@@ -232,10 +232,24 @@ def test_each_procedure_runs_under_the_rendered_rbac(  # type: ignore[no-untyped
             "\"RESOURCE\", \"GROUP\"), ...) (bot/registry.py) so the Role can be checked "
             "against it."
         )
+    if proc.kube and not made:
+        pytest.fail(
+            f"`{proc.name}` declares {[str(a) for a in proc.kube]} but its commands "
+            f"{commands} made no Kubernetes request: give it a SCENARIOS entry that reaches "
+            "Kubernetes, so its declaration is proved"
+        )
     needed = _resolve(proc.kube or (), proc.name, core.settings)
     undeclared = sorted({_describe(r) for r in made if not _covers(needed, r)})
     assert not undeclared, (
         f"`{proc.name}` made requests its `kube=` declaration does not name: {undeclared}"
+    )
+
+
+def test_every_procedure_declares_its_kubernetes_rights() -> None:
+    missing = [p.name for p in _registry() if p.kube is None]
+    assert not missing, (
+        f"procedures without a `kube=` declaration: {missing}. Declare the Kubernetes rights "
+        "each uses (kube=(can(\"list\", \"pods\"), ...)), or kube=() when it uses none."
     )
 
 
