@@ -1,17 +1,24 @@
 # syntax=docker/dockerfile:1
-# AIA runbook bot: container image for GKE.
+# AIA runbook bot: container image for GKE. Build, push and pin: docs/deploy.md
+# ("Release"), which passes the base image BY DIGEST:
 #
-#   docker build -t gcr.io/a-467519/aia-bot:$(git rev-parse --short HEAD) .
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim@sha256:<digest> \
+#     -t gcr.io/a-467519/aia-bot:$(git rev-parse --short HEAD) .
 #
-# Both stages must use the same base image: the virtualenv built in the first
-# stage points at /usr/local/bin/python3.11 of that image. Pin a digest in CI
-# (--build-arg PYTHON_IMAGE=python:3.11-slim@sha256:...) for reproducible builds.
+# Reproducible: every Python dependency, the build backend included, comes from
+# requirements/image.lock (scripts/lock.sh: uv pip compile --generate-hashes) and pip
+# refuses anything whose hash differs (--require-hashes). The bot's own wheel is built
+# from the same locked hatchling, without build isolation, so nothing unpinned is fetched.
+# Both stages use the same base image: the virtualenv points at its /usr/local/bin/python3.11.
+# The default below is for a local try only; hadolint's DL3006/DL3007 are satisfied by the
+# explicit tag, the digest comes from the release step.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---------------------------------------------------------------------------
-# Builder: install the package and its dependencies into /opt/venv.
-# Every dependency ships manylinux wheels (psycopg[binary], matplotlib, regex),
-# so no compiler is needed; pip fails loudly if one ever is.
+# Builder: the locked dependencies, then the bot (bot/ and handlers/ only: the sandbox/
+# stand-ins and tests stay out of the image).
+# Every dependency ships manylinux wheels, so no compiler is needed; pip fails loudly if
+# one ever is.
 # ---------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
 
@@ -23,13 +30,19 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# hatchling reads README.md (project.readme) and packages bot/ and handlers/
-# (including the Alembic migrations under bot/store/migrations).
+COPY requirements/image.lock ./requirements/image.lock
+RUN pip install --require-hashes --no-deps --only-binary=:all: -r requirements/image.lock
+
+# hatchling reads README.md (project.readme) and packages bot/ and handlers/ (with the
+# Alembic migrations under bot/store/migrations); sandbox/ is listed in pyproject.toml for
+# checkouts but absent here, which hatchling skips.
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY handlers ./handlers
-RUN pip install --upgrade pip \
- && pip install . \
+# --no-deps: every dependency is already installed from the lock; the bot's own wheel is
+# not on an index, so it has no hash to require.
+RUN pip install --no-deps --no-build-isolation --no-index . \
+ && pip check \
  && aia-bot --help >/dev/null
 
 # ---------------------------------------------------------------------------

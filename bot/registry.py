@@ -91,6 +91,39 @@ class Plan:
 
 
 Planner = Callable[["ProcedureContext", dict[str, Any]], Plan]
+
+
+@dataclass(frozen=True)
+class KubeAccess:
+    """One Kubernetes permission a procedure uses, in the terms of an RBAC rule.
+
+    The manifests' Role is checked against these declarations (tests/test_least_privilege.py):
+    every request a procedure makes must be declared, and every rule in the Role must be
+    declared by some procedure. ``names`` are the object names it touches (RBAC
+    ``resourceNames``) as templates over the settings, e.g. ``"{aia_api_service}"``, or
+    ``"{aia_api_service}:{aia_api_port}"`` for the service proxy, whose name carries the port;
+    empty means objects named by the user, so any name.
+    ``cluster`` marks the cluster-scoped reads (nodes), the only rights outside the
+    application's namespace.
+    """
+
+    verbs: tuple[str, ...]
+    resource: str  # plural, with "/subresource": "pods/log", "deployments/scale"
+    group: str = ""
+    names: tuple[str, ...] = ()
+    cluster: bool = False
+
+    def __str__(self) -> str:
+        qualified = f"{self.resource}.{self.group}" if self.group else self.resource
+        named = f" named by {', '.join(self.names)}" if self.names else ""
+        scope = " (cluster-wide)" if self.cluster else ""
+        return f"{','.join(self.verbs)} {qualified}{named}{scope}"
+
+
+def can(verbs: str, resource: str, group: str = "", *, names: tuple[str, ...] = (),
+        cluster: bool = False) -> KubeAccess:
+    """``can("get,list", "pods")``: a KubeAccess in the words of ``kubectl auth can-i``."""
+    return KubeAccess(tuple(v.strip() for v in verbs.split(",")), resource, group, names, cluster)
 Executor = Callable[["ProcedureContext", dict[str, Any], Plan], "Result"]
 
 
@@ -115,6 +148,15 @@ class Procedure:
     risk_for: Callable[[dict[str, Any]], RiskClass] | None = None
     # How many approvers a destructive request needs by default.
     approvals: int = 1
+    # The Kubernetes rights it uses (RBAC rules). None: not declared, which the
+    # least-privilege test refuses for a procedure that calls Kubernetes. () : none.
+    kube: tuple[KubeAccess, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kube is not None and not (
+            isinstance(self.kube, tuple) and all(isinstance(a, KubeAccess) for a in self.kube)
+        ):
+            raise TypeError(f"{self.name}: kube= takes a tuple of can(...), e.g. kube=(can(\"list\", \"pods\"),)")
 
     def effective_risk(self, args: dict[str, Any]) -> RiskClass:
         if self.risk_for is None:

@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 
 from bot.errors import BackendUnavailable, ConfigurationError, UserError
 from bot.escalation.channels import PageFailed
-from bot.settings import load_config_file, load_settings
+from bot.escalation.service import check_paging_settings
+from bot.settings import BotConfigFile, Settings, load_config_file, load_settings
 
 if TYPE_CHECKING:
     from bot.core import Core
 
 
-def run_check(out: Callable[[str], None] = print) -> int:
+def run_check(out: Callable[[str], None] = print, config_only: bool = False) -> int:
+    """Every check; with ``config_only`` the configuration alone, no backend contacted."""
     failures = 0
 
     def line(mark: str, what: str, detail: str) -> None:
@@ -49,6 +51,22 @@ def run_check(out: Callable[[str], None] = print) -> int:
         line("warn", "alert intake", "OFF: ALERTMANAGER_WEBHOOK_TOKEN is not set, POST /alertmanager answers 503")
     else:
         line("ok", "alert intake", "on (bearer token required)")
+
+    def failures_only(mark: str, what: str, detail: str) -> None:
+        if mark == "FAIL":
+            line(mark, what, detail)
+
+    # The full check reports the policy and SMTP itself, by reaching them; here only failures.
+    config_failures = check_configuration(settings, config, line if config_only else failures_only)
+    failures += config_failures
+    if config_only:
+        out("configuration valid (--config-only: no backend contacted)" if not failures
+            else f"{failures} problem(s)")
+        return 0 if not failures else 1
+    if config_failures:
+        # Building the core would stop on the same problem, under a misleading name.
+        out(f"{failures} problem(s): fix the configuration first")
+        return 1
 
     from bot.core import build_core
 
@@ -88,6 +106,33 @@ def run_check(out: Callable[[str], None] = print) -> int:
     failures += _check_paging(core, line)
     out("all configured backends answer" if not failures else f"{failures} problem(s)")
     return 0 if not failures else 1
+
+
+def check_configuration(
+    settings: Settings, config: BotConfigFile, line: Callable[[str, str, str], None]
+) -> int:
+    """What the settings and the YAML file must agree on before anything starts: the
+    escalation policy's channels have their settings, the database suits several replicas."""
+    failures = 0
+    policy = config.escalation
+    if policy is None:
+        line("warn", "escalation", "no escalation policy in AIA_BOT_CONFIG: nobody is paged")
+    else:
+        line("ok", "escalation", f"{len(policy.levels)} levels: {policy.describe_levels()}")
+        try:
+            check_paging_settings(settings, policy)
+        except ConfigurationError as exc:
+            line("FAIL", "smtp" if "SMTP" in str(exc) else "paging webhook", str(exc))
+            failures += 1
+        else:
+            if policy.uses_email():
+                line("ok", "smtp", f"{settings.smtp_host}:{settings.smtp_port} as {settings.smtp_from}"
+                     + (" (STARTTLS)" if settings.smtp_starttls else ""))
+            if policy.uses_webhook():
+                line("ok", "paging webhook", ", ".join(sorted({lv.webhook for lv in policy.levels if lv.webhook})))
+    if settings.database_url.startswith("sqlite"):
+        line("warn", "database", "DATABASE_URL is SQLite: fine for one process, not for 2-5 replicas")
+    return failures
 
 
 def _check_paging(core: Core, line: Callable[[str, str, str], None]) -> int:

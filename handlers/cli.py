@@ -77,7 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from handlers.check import run_check
 
-    return run_check()
+    return run_check(config_only=args.config_only)
 
 
 def _console(args: argparse.Namespace) -> int:
@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=3000)
     serve.set_defaults(func=_serve)
     sub.add_parser("socket", help="Socket Mode: no public URL needed (SLACK_APP_TOKEN)").set_defaults(func=_socket)
-    sub.add_parser("check", help="validate the configuration and reach each backend").set_defaults(func=_check)
+    check = sub.add_parser("check", help="validate the configuration and reach each backend")
+    check.add_argument("--config-only", action="store_true",
+                       help="validate settings and AIA_BOT_CONFIG only; contact no backend")
+    check.set_defaults(func=_check)
     console = sub.add_parser("console", help="type /aia commands in a terminal")
     console.add_argument("--sandbox", action="store_true", help="a sandbox cluster and Slack, nothing real")
     console.set_defaults(func=_console)

@@ -11,6 +11,7 @@ Slack on its own (pages, DMs, thread notes) is printed after each command.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import sys
@@ -309,6 +310,10 @@ def run_console(sandbox: bool, stdin: IO[str] | None = None, out: Callable[[str]
     stdin = stdin or sys.stdin
     if not sandbox:
         out("aia-bot console needs --sandbox for now: it runs against a sandbox cluster and Slack.")
+        return 2
+    if importlib.util.find_spec("sandbox") is None:  # the container image ships the bot only
+        out("The sandbox is not installed in this image: the container ships the bot only. "
+            "Run `aia-bot console --sandbox` from a checkout (`pip install -e .`).")
         return 2
     # gRPC's C core logs connection shutdowns at INFO on stderr; a newcomer's terminal only needs errors.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")

@@ -176,7 +176,7 @@ def _seed_config(server: FakeKubeAPIServer, namespace: str, created: datetime,
         },
     })
     server.put({
-        "apiVersion": "external-secrets.io/v1beta1", "kind": "SecretStore",
+        "apiVersion": "external-secrets.io/v1", "kind": "SecretStore",
         "metadata": {"name": "gcp-secret-manager", **meta},
         "spec": {"provider": {"gcpsm": {
             "projectID": "a-467519",
@@ -189,7 +189,7 @@ def _seed_config(server: FakeKubeAPIServer, namespace: str, created: datetime,
             "lastTransitionTime": _ts(created)}]},
     })
     synced = server.put({
-        "apiVersion": "external-secrets.io/v1beta1", "kind": "ExternalSecret",
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
         "metadata": {"name": "aia-secrets", **meta},
         "spec": {
             "refreshInterval": "1h",
@@ -211,7 +211,7 @@ def _seed_config(server: FakeKubeAPIServer, namespace: str, created: datetime,
         },
     })
     server.put({
-        "apiVersion": "external-secrets.io/v1beta1", "kind": "ExternalSecret",
+        "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
         "metadata": {"name": "aia-oauth-credentials", **meta},
         "spec": {
             "refreshInterval": "1h",
@@ -242,7 +242,7 @@ def _seed_config(server: FakeKubeAPIServer, namespace: str, created: datetime,
                        "6f1e2d3c4b5a69788796a5b4c3d2e1f0"},
             # ExternalSecrets with creationPolicy Owner own their Secret (GC deletes it too).
             "ownerReferences": [{
-                "apiVersion": "external-secrets.io/v1beta1", "kind": "ExternalSecret",
+                "apiVersion": "external-secrets.io/v1", "kind": "ExternalSecret",
                 "name": "aia-secrets", "uid": synced["metadata"]["uid"],
                 "controller": True, "blockOwnerDeletion": True,
             }],

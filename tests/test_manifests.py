@@ -1,14 +1,20 @@
-"""Static checks of the deployment files: Dockerfile, kustomize manifests, Slack app manifest.
+"""The deployment files as they would be applied: every kustomization rendered and checked.
 
-Docker and a cluster are not needed: the YAML is parsed and checked for the
-properties docs/deploy.md promises (non-root, read-only root, probes, least
-privilege RBAC, only the Slack paths public, the documented Slack scopes). When
-`kustomize` or `kubectl` is on PATH, the overlays are also built and checked.
+`scripts/check_manifests.py` (in the .venv-deploy-checks virtualenv) renders each overlay with
+`kubectl kustomize` and validates every object (kubernetes-validate --strict, the CRD schemas
+in manifests/crd-schemas, probes, limits, digests, RBAC), runs checkov and hadolint; the
+deliberately broken kustomizations under tests/manifests/ must each fail naming the object
+and the field. The properties docs/deploy.md promises (non-root, read-only root, only the
+Slack paths public, the documented Slack scopes) are checked on the rendered objects.
+Least privilege is proved separately: tests/test_least_privilege.py.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
+import re
+import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,8 @@ import pytest
 import yaml
 
 from bot.settings import BotConfigFile
+from tests.harness.bot_process import aia_bot_executable
+from tests.harness.manifests import render
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
@@ -27,24 +35,7 @@ APP_NAMESPACE = "aia-production"
 BOT_NAMESPACE = "aia-bot"
 PUBLIC_PATHS = {"/slack/events", "/alertmanager"}
 READ_VERBS = {"get", "list", "watch"}
-WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 DANGEROUS_VERBS = {"escalate", "bind", "impersonate", "approve", "sign"}
-# (apiGroup, resource) -> write verbs the bot may have in aia-production. Nothing else.
-ALLOWED_WRITES = {
-    ("apps", "deployments"): {"create", "update", "patch", "delete"},
-    ("apps", "deployments/scale"): {"update", "patch"},
-    ("", "pods"): {"delete"},
-    # `/aia dr restore` (issue #10): create-only recreation of missing objects.
-    ("", "configmaps"): {"patch", "create"},
-    ("", "services"): {"patch", "create"},
-    ("", "serviceaccounts"): {"create"},
-    ("networking.k8s.io", "ingresses"): {"create"},
-    ("networking.k8s.io", "networkpolicies"): {"create"},
-    ("autoscaling", "horizontalpodautoscalers"): {"create"},
-    ("policy", "poddisruptionbudgets"): {"create"},
-    # create: `/aia dr restore`; patch: `/aia secrets sync|rotate` (the force-sync annotation).
-    ("external-secrets.io", "externalsecrets"): {"create", "patch"},
-}
 SLACK_BOT_SCOPES = {
     "commands",
     "chat:write",
@@ -73,7 +64,9 @@ Obj = dict[str, Any]
 
 
 def _yaml_files() -> list[Path]:
-    return sorted(p for p in MANIFESTS.rglob("*") if p.suffix in {".yaml", ".yml"})
+    return sorted(p for p in MANIFESTS.rglob("*")
+                  if p.suffix in {".yaml", ".yml"} and "crd-schemas" not in p.parts
+                  and p.name != "aia-bot.yaml")
 
 
 def _load(path: Path) -> list[Obj]:
@@ -82,11 +75,15 @@ def _load(path: Path) -> list[Obj]:
 
 
 def _base_objects() -> list[Obj]:
-    kustomization = _load(BASE / "kustomization.yaml")[0]
-    objs: list[Obj] = []
-    for entry in kustomization["resources"]:
-        objs.extend(_load(BASE / entry))
-    return objs
+    """The production render: what the properties below are about."""
+    return render(OVERLAYS / "production")
+
+
+def _named(objs: list[Obj], kind: str, prefix: str) -> Obj:
+    """A generated ConfigMap, whose rendered name ends in a content hash."""
+    found = [o for o in objs if o["kind"] == kind and re.fullmatch(rf"{prefix}-[a-z0-9]{{10}}", o["metadata"]["name"])]
+    assert len(found) == 1, f"expected one generated {kind} {prefix}-<hash>, found {len(found)}"
+    return found[0]
 
 
 def _only(objs: list[Obj], kind: str, name: str | None = None) -> Obj:
@@ -176,8 +173,9 @@ def test_no_kustomization_uses_the_plain_namespace_field() -> None:
         assert "namespace" not in _load(kustomization)[0], kustomization
 
 
-def test_base_objects_of_the_bot_leave_the_namespace_to_the_overlay(base: list[Obj]) -> None:
-    for obj in base:
+def test_base_objects_of_the_bot_leave_the_namespace_to_the_overlay() -> None:
+    raw = [o for entry in _load(BASE / "kustomization.yaml")[0]["resources"] for o in _load(BASE / entry)]
+    for obj in raw:
         ns = obj["metadata"].get("namespace")
         if obj["kind"] in {"Role", "RoleBinding"}:
             assert ns == APP_NAMESPACE, f"{obj['kind']} must be in {APP_NAMESPACE}"
@@ -226,7 +224,7 @@ def test_deployment_port_and_probes(container: Obj) -> None:
 
 def test_deployment_rollout_and_resources(deployment: Obj, container: Obj) -> None:
     spec = deployment["spec"]
-    assert spec["replicas"] == 2
+    assert spec["replicas"] == 3  # production
     assert spec["strategy"]["type"] == "RollingUpdate"
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     pod = spec["template"]["spec"]
@@ -246,7 +244,7 @@ def test_deployment_env_comes_from_the_configmap_and_the_external_secret(
     base: list[Obj], deployment: Obj, container: Obj
 ) -> None:
     refs = {(k, v["name"]) for src in container["envFrom"] for k, v in src.items()}
-    env_cm = _only(base, "ConfigMap", "aia-bot-env")
+    env_cm = _named(base, "ConfigMap", "aia-bot-env")
     external = _only(base, "ExternalSecret", "aia-bot-secrets")
     assert ("configMapRef", env_cm["metadata"]["name"]) in refs
     assert ("secretRef", external["spec"]["target"]["name"]) in refs
@@ -258,6 +256,8 @@ def test_deployment_env_comes_from_the_configmap_and_the_external_secret(
         "SLACK_SIGNING_SECRET",
         "DATABASE_URL",
         "ALERTMANAGER_WEBHOOK_TOKEN",
+        "SMTP_PASSWORD",  # production pages by email
+        "AIA_PAGING_ROUTING_KEY",  # and by phone (PagerDuty Events v2)
     }
     assert external["spec"]["secretStoreRef"] == {
         "kind": "ClusterSecretStore",
@@ -269,8 +269,8 @@ def test_deployment_env_comes_from_the_configmap_and_the_external_secret(
 def test_roles_file_is_mounted_where_aia_bot_config_points(
     base: list[Obj], deployment: Obj, container: Obj
 ) -> None:
-    env_cm = _only(base, "ConfigMap", "aia-bot-env")
-    config_cm = _only(base, "ConfigMap", "aia-bot-config")
+    env_cm = _named(base, "ConfigMap", "aia-bot-env")
+    config_cm = _named(base, "ConfigMap", "aia-bot-config")
     path = Path(env_cm["data"]["AIA_BOT_CONFIG"])
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volume = next(
@@ -295,7 +295,7 @@ def test_service_pdb_hpa(base: list[Obj], container: Obj) -> None:
     assert _only(base, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
     hpa = _only(base, "HorizontalPodAutoscaler")
     assert hpa["apiVersion"] == "autoscaling/v2"
-    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 5)  # production floor
     assert hpa["spec"]["scaleTargetRef"]["name"] == "aia-bot"
     (metric,) = hpa["spec"]["metrics"]
     assert metric["resource"]["name"] == "cpu"
@@ -351,51 +351,18 @@ def test_cluster_role_bindings_bind_only_read_roles(base: list[Obj]) -> None:
         assert binding["roleRef"]["kind"] == "Role", "a RoleBinding to a ClusterRole"
 
 
-def test_app_namespace_role(base: list[Obj]) -> None:
-    role = _only(base, "Role", "aia-bot")
-    assert role["metadata"]["namespace"] == APP_NAMESPACE
-    binding = _only(base, "RoleBinding", "aia-bot")
-    assert binding["metadata"]["namespace"] == APP_NAMESPACE
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "Role",
-        "name": "aia-bot",
-    }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "aia-bot", "namespace": BOT_NAMESPACE}
-    ]
+def test_no_secret_is_readable_and_no_escape_hatch(base: list[Obj]) -> None:
+    """The full proof is tests/test_least_privilege.py; this names rights never wanted."""
+    never = {"secrets", "pods/attach", "pods/portforward", "namespaces", "serviceaccounts/token"}
+    for role in _of_kind(base, "Role") + _of_kind(base, "ClusterRole"):
+        for rule in _rules(role):
+            assert not set(rule["resources"]) & never, f"{role['metadata']['name']}: {rule}"
 
-    verbs: dict[tuple[str, str], set[str]] = {}
-    for rule in _rules(role):
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                verbs.setdefault((group, resource), set()).update(rule["verbs"])
 
-    assert verbs[("", "secrets")] <= {"get", "list"}, "secrets: read key names only"
-    writes = {k: v & WRITE_VERBS for k, v in verbs.items() if v & WRITE_VERBS}
-    assert writes == ALLOWED_WRITES
-    for resource in ("pods/exec", "pods/attach", "pods/portforward", "namespaces"):
-        assert not any(r == resource for _, r in verbs), f"{resource} must not be granted"
-    # What the read procedures need.
-    for needed in [
-        ("", "pods"),
-        ("", "pods/log"),
-        ("", "events"),
-        ("", "services"),
-        ("", "configmaps"),
-        ("", "resourcequotas"),
-        ("", "secrets"),
-        ("", "serviceaccounts"),
-        ("apps", "deployments"),
-        ("apps", "replicasets"),
-        ("rbac.authorization.k8s.io", "roles"),
-        ("rbac.authorization.k8s.io", "rolebindings"),
-        ("networking.k8s.io", "ingresses"),
-        ("external-secrets.io", "externalsecrets"),
-        ("metrics.k8s.io", "pods"),
-    ]:
-        assert {"get", "list"} <= verbs.get(needed, set()), f"missing read on {needed}"
-    assert verbs[("", "services/proxy")] == {"get"}
+def test_staging_grants_what_production_grants(base: list[Obj]) -> None:
+    staging = render(OVERLAYS / "staging")
+    assert [r["rules"] for r in _of_kind(staging, "Role")] == [r["rules"] for r in _of_kind(base, "Role")]
+    assert _only(staging, "Role")["metadata"]["namespace"] == "aia-staging"
 
 
 # --- Ingress, network policy --------------------------------------------------
@@ -503,30 +470,177 @@ def test_dockerfile() -> None:
     assert 'CMD ["serve", "--host", "0.0.0.0", "--port", "3000"]' in lines
     for env in ("PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "MPLCONFIGDIR=/tmp/matplotlib"):
         assert env in text
-    # hatchling needs README.md (project.readme) and the two packages.
+    # hatchling needs README.md (project.readme) and the two packages; never the sandbox.
     assert "COPY pyproject.toml README.md" in text
+    assert not any(ln.startswith("COPY") and "sandbox" in ln for ln in lines)
+    # Every dependency from the hashed lock, nothing else.
+    assert "COPY requirements/image.lock" in text
+    assert any("--require-hashes" in ln and "-r requirements/image.lock" in ln for ln in lines)
+    assert any("--no-deps --no-build-isolation --no-index ." in ln for ln in lines)
+    assert "ARG PYTHON_IMAGE=" in text and "FROM ${PYTHON_IMAGE} AS builder" in text
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
-    for needed in ("pyproject.toml", "README.md", "bot", "handlers"):
+    for needed in ("pyproject.toml", "README.md", "requirements", "bot", "handlers"):
         assert needed not in ignored
+    assert "sandbox" in ignored
     assert ".venv" in ignored and ".git" in ignored
 
 
-# --- kustomize build (when a kustomize binary is available) -------------------------
 
 
-def _kustomize_cmd() -> list[str] | None:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    return None
+# --- rendered and checked as CI does (scripts/check_manifests.py) ----------------------------
+
+DEPLOY_CHECKS_PYTHON = ROOT / ".venv-deploy-checks" / "bin" / "python"
+# A stand-in for the digest the release step takes from `docker push` (docs/deploy.md).
+RELEASE_DIGEST = "sha256:" + "5d41402abc4b2a76b9719d911017c592" * 2
+BROKEN = ROOT / "tests" / "manifests"
 
 
-def test_exec_is_a_separate_role_granting_only_pods_exec_create(base: list[Obj]) -> None:
-    """`/aia db check` (issue #10): the one exec grant lives apart, so it can be left out."""
-    role = _only(base, "Role", "aia-bot-db-check")
-    assert role["metadata"]["namespace"] == APP_NAMESPACE
-    assert _rules(role) == [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]
-    binding = _only(base, "RoleBinding", "aia-bot-db-check")
-    assert binding["roleRef"]["name"] == "aia-bot-db-check"
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "aia-bot", "namespace": BOT_NAMESPACE}]
+def _check_manifests(*args: str) -> subprocess.CompletedProcess[str]:
+    assert DEPLOY_CHECKS_PYTHON.exists(), (
+        "the deploy checks need their virtualenv: scripts/test.sh makes it, or "
+        "python3 -m venv .venv-deploy-checks && .venv-deploy-checks/bin/pip install -r scripts/deploy-checks.txt"
+    )
+    return subprocess.run([str(DEPLOY_CHECKS_PYTHON), str(ROOT / "scripts" / "check_manifests.py"), *args],
+                          capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_every_shipped_kustomization_passes_after_the_release_step() -> None:
+    """All renders: kubernetes-validate --strict, CRD schemas, policy, checkov, hadolint."""
+    done = _check_manifests("--release-digest", RELEASE_DIGEST)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "3 renders" in done.stdout and ": 0 problem(s)" in done.stdout
+
+
+def test_a_render_with_the_placeholder_left_fails() -> None:
+    done = _check_manifests("--no-checkov", "--no-hadolint", "--overlay", str(OVERLAYS / "production"))
+    assert done.returncode == 1
+    assert ("manifests/overlays/production: Deployment/aia-bot: spec.template.spec.containers[0].image: "
+            "placeholder left ('gcr.io/a-467519/aia-bot@sha256:REPLACE_WITH_RELEASE_DIGEST')") in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("render-fails", "tests/manifests/render-fails: render failed: "),
+        ("unknown-field", "Deployment/aia-bot: spec.template.spec.containers[0]: Additional properties "
+                          "are not allowed ('readinesProbe' was unexpected)"),
+        ("unknown-crd-field", "ExternalSecret/aia-bot-secrets: spec: Additional properties are not "
+                              "allowed ('refreshEvery' was unexpected)"),
+        ("deprecated-api", "ExternalSecret/aia-bot-secrets: apiVersion: external-secrets.io/v1beta1 is "
+                           "deprecated or no longer served; use external-secrets.io/v1"),
+        ("missing-probe", "Deployment/aia-bot: spec.template.spec.containers[0].readinessProbe: "
+                          "container aia-bot has no readinessProbe"),
+        ("missing-limit", "Deployment/aia-bot: spec.template.spec.containers[0].resources.limits.memory: "
+                          "container aia-bot sets no memory limit"),
+        ("default-service-account", "RoleBinding/aia-bot: subjects[0].name: binds the `default` "
+                                    "ServiceAccount"),
+        ("wildcard-verb", "Role/aia-bot: rules[0].verbs: wildcard '*' grants everything"),
+        ("image-by-tag", "Deployment/aia-bot: spec.template.spec.containers[0].image: "
+                         "'gcr.io/a-467519/aia-bot:v1.2.3' is not pinned by digest"),
+    ],
+)
+def test_a_broken_kustomization_fails_naming_object_and_field(case: str, expected: str) -> None:
+    done = _check_manifests("--no-checkov", "--no-hadolint", "--overlay", str(BROKEN / case))
+    assert done.returncode == 1
+    problems = done.stderr.strip().splitlines()
+    assert len(problems) == 1, f"exactly the one mistake of {case}: {problems}"
+    assert expected in problems[0], problems[0]
+
+
+def test_checkov_skips_say_why() -> None:
+    for obj in render(OVERLAYS / "production"):
+        for key, value in ((obj["metadata"].get("annotations")) or {}).items():
+            if key.startswith("checkov.io/skip"):
+                check, _, reason = value.partition("=")
+                assert re.fullmatch(r"CKV_K8S_\d+", check) and len(reason.split()) >= 5, (key, value)
+
+
+# --- the production configuration passes `aia-bot check --config-only` -----------------------
+
+SECRET_STAND_INS = {
+    "SLACK_BOT_TOKEN": "xoxb-1234567890-0987654321-stand-in",
+    "SLACK_SIGNING_SECRET": "0123456789abcdef0123456789abcdef",
+    # Loopback and a closed port: nothing is reached even if a check tried.
+    "DATABASE_URL": "postgresql://aia_bot:stand-in@127.0.0.1:1/aia_bot?sslmode=require",
+    "ALERTMANAGER_WEBHOOK_TOKEN": "stand-in-webhook-token-0123456789",
+    "SMTP_PASSWORD": "stand-in-smtp-password",
+    "AIA_PAGING_ROUTING_KEY": "stand-in-routing-key-0123456789ab",
+}
+
+
+def _deployed_env(objs: list[Obj], tmp_path: Path) -> dict[str, str]:
+    """The environment a production pod gets: the env ConfigMap, the ExternalSecret's keys
+    (stand-in values: the real ones live in Secret Manager) and the mounted roles file."""
+    env_cm = _named(objs, "ConfigMap", "aia-bot-env")
+    config_cm = _named(objs, "ConfigMap", "aia-bot-config")
+    external = _only(objs, "ExternalSecret", "aia-bot-secrets")
+    keys = {d["secretKey"] for d in external["spec"]["data"]}
+    assert keys <= set(SECRET_STAND_INS), f"a secret this test does not know: {keys - set(SECRET_STAND_INS)}"
+    config = tmp_path / "aia-bot.yaml"
+    config.write_text(config_cm["data"]["aia-bot.yaml"], encoding="utf-8")
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SLACK_", "AIA_", "SMTP_", "KUBECONFIG", "PROMETHEUS", "DATABASE_"))}
+    return {**clean, **env_cm["data"], **{k: SECRET_STAND_INS[k] for k in keys},
+            "AIA_BOT_CONFIG": str(config)}
+
+
+def _config_check(env: dict[str, str], config_only: bool = True) -> subprocess.CompletedProcess[str]:
+    args = ["--config-only"] if config_only else []
+    return subprocess.run([aia_bot_executable(), "check", *args], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_production_configuration_passes_aia_bot_check(tmp_path: Path) -> None:
+    objs = render(OVERLAYS / "production")
+    done = _config_check(_deployed_env(objs, tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "FAIL" not in out and "warn" not in out, out
+    assert "4 levels: 1 on-call, 2 senior-devops, 3 devops-team-lead, 4 architect-cto" in out
+    assert "smtp-relay.gmail.com:587" in out and "events.pagerduty.com" in out
+    assert "channel #aia-production-alerts" in out
+    policy = yaml.safe_load(_named(objs, "ConfigMap", "aia-bot-config")["data"]["aia-bot.yaml"])["escalation"]
+    assert any("devops@013a.tech" in level.get("email", []) for level in policy["levels"])
+    assert sum(bool(level.get("webhook")) for level in policy["levels"]) >= 1  # the phone/pager slot
+    for secret in SECRET_STAND_INS.values():
+        assert secret not in out + done.stderr
+
+
+def test_staging_has_its_own_roles_and_passes_aia_bot_check(tmp_path: Path) -> None:
+    production, staging = render(OVERLAYS / "production"), render(OVERLAYS / "staging")
+    prod_config = _named(production, "ConfigMap", "aia-bot-config")["data"]["aia-bot.yaml"]
+    staging_config = _named(staging, "ConfigMap", "aia-bot-config")["data"]["aia-bot.yaml"]
+    assert yaml.safe_load(prod_config)["roles"] != yaml.safe_load(staging_config)["roles"]
+    assert yaml.safe_load(staging_config)["escalation"] != yaml.safe_load(prod_config)["escalation"]
+    done = _config_check(_deployed_env(staging, tmp_path))
+    assert done.returncode == 0, done.stdout
+    assert "channel #aia-staging-alerts" in done.stdout and "namespace aia-staging" in done.stdout
+
+
+@pytest.mark.parametrize("mode", ["--config-only", "--full"])
+def test_email_pages_without_smtp_fail_the_check_as_smtp(tmp_path: Path, mode: str) -> None:
+    env = _deployed_env(render(OVERLAYS / "production"), tmp_path)
+    del env["SMTP_HOST"]
+    done = _config_check(env, config_only=mode == "--config-only")
+    assert done.returncode == 1
+    assert re.search(r"^FAIL +smtp +SMTP_HOST is not set, but the escalation policy pages by email",
+                     done.stdout, re.M), done.stdout
+    assert "database" not in done.stdout  # named for what it is, stopped before the database
+
+
+# --- reproducible image -----------------------------------------------------------------------
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_the_lock_pins_every_dependency_with_hashes() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    lock = (ROOT / "requirements" / "image.lock").read_text(encoding="utf-8")
+    pinned = {m.group(1).lower() for m in re.finditer(r"^([A-Za-z0-9_.-]+)==\S+ \\$", lock, re.M)}
+    wanted = _names(project["project"]["dependencies"]) | _names(project["build-system"]["requires"])
+    missing = {n for n in wanted if n not in pinned}
+    assert not missing, f"not in requirements/image.lock (run scripts/lock.sh): {sorted(missing)}"
+    entries = re.findall(r"^([A-Za-z0-9_.-]+==\S+)((?: \\\n +--hash=sha256:[0-9a-f]{64})+)", lock, re.M)
+    assert len(entries) == len(pinned), "every pinned release carries its sha256 hashes"

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
+EXTERNAL_SECRETS_GROUP = "external-secrets.io"
+EXTERNAL_SECRETS_VERSION = "v1"
+
 
 def _status_message(exc: ApiException) -> str:
     try:
@@ -179,33 +182,54 @@ class KubeGateway:
             "listing resource quotas", self.core.list_namespaced_resource_quota, self.namespace
         )["items"]
 
-    def secrets_metadata(self) -> list[Obj]:
-        """Secrets without their data: the values are dropped the moment they arrive."""
-        items = self._json("listing secrets", self.core.list_namespaced_secret, self.namespace)["items"]
-        return [
-            {
-                "metadata": item.get("metadata", {}),
-                "type": item.get("type", ""),
-                "keys": sorted((item.get("data") or {}).keys()),
-            }
-            for item in items
-        ]
-
     def external_secrets(self) -> list[Obj]:
-        return self._json(
-            "listing external secrets",
-            self.custom.list_namespaced_custom_object,
-            "external-secrets.io",
-            "v1beta1",
-            self.namespace,
-            "externalsecrets",
-        )["items"]
+        """ExternalSecrets at ``external-secrets.io/v1``, the only version External Secrets
+        Operator serves since v0.17 (v1 exists since v0.16). An older operator serving only
+        v1beta1 answers 404 here: say so rather than "not found"."""
+        try:
+            return self._json(
+                "listing external secrets",
+                self.custom.list_namespaced_custom_object,
+                EXTERNAL_SECRETS_GROUP,
+                EXTERNAL_SECRETS_VERSION,
+                self.namespace,
+                "externalsecrets",
+            )["items"]
+        except BackendUnavailable as exc:
+            if "answered 404" not in str(exc):
+                raise
+            raise BackendUnavailable(self._external_secrets_missing()) from None
+
+    def _external_secrets_missing(self) -> str:
+        try:
+            group = self._json(
+                "reading the external-secrets.io API group",
+                client.ApisApi(self.api_client).get_api_versions,
+            )
+        except BackendUnavailable:
+            group = {}
+        served = sorted(
+            v.get("version", "")
+            for g in group.get("groups") or []
+            if g.get("name") == EXTERNAL_SECRETS_GROUP
+            for v in g.get("versions") or []
+        )
+        if not served:
+            return (
+                "This cluster has no External Secrets Operator (no external-secrets.io API): "
+                "install it (v0.17 or later) to sync secrets from Secret Manager."
+            )
+        return (
+            f"External Secrets Operator here serves only external-secrets.io/{', '.join(served)}; "
+            f"the bot reads {EXTERNAL_SECRETS_GROUP}/{EXTERNAL_SECRETS_VERSION}. Upgrade the "
+            "operator to v0.17 or later (v1 exists since v0.16; v1beta1 is no longer served)."
+        )
 
     def external_secret(self, name: str) -> Obj:
         return self._json(
             f"reading external secret {name}",
             self.custom.get_namespaced_custom_object,
-            "external-secrets.io", "v1", self.namespace, "externalsecrets", name,
+            EXTERNAL_SECRETS_GROUP, EXTERNAL_SECRETS_VERSION, self.namespace, "externalsecrets", name,
             not_found=f"ExternalSecret `{name}` does not exist in namespace `{self.namespace}`.",
         )
 
@@ -214,7 +238,7 @@ class KubeGateway:
         return self._json(
             f"annotating external secret {name}",
             self.custom.patch_namespaced_custom_object,
-            "external-secrets.io", "v1", self.namespace, "externalsecrets", name,
+            EXTERNAL_SECRETS_GROUP, EXTERNAL_SECRETS_VERSION, self.namespace, "externalsecrets", name,
             {"metadata": {"annotations": annotations}},
             not_found=f"ExternalSecret `{name}` does not exist in namespace `{self.namespace}`.",
         )
@@ -376,8 +400,7 @@ class KubeGateway:
             "Role": rbac.list_namespaced_role,
             "RoleBinding": rbac.list_namespaced_role_binding,
             "ConfigMap": self.core.list_namespaced_config_map,
-            "SecretStore": custom("external-secrets.io", "v1beta1", "secretstores"),
-            "ExternalSecret": custom("external-secrets.io", "v1beta1", "externalsecrets"),
+            "SecretStore": custom(EXTERNAL_SECRETS_GROUP, EXTERNAL_SECRETS_VERSION, "secretstores"),
             "Deployment": self.apps.list_namespaced_deployment,
             "Service": self.core.list_namespaced_service,
             "HorizontalPodAutoscaler": autoscaling.list_namespaced_horizontal_pod_autoscaler,
@@ -385,4 +408,6 @@ class KubeGateway:
             "NetworkPolicy": networking.list_namespaced_network_policy,
             "Ingress": networking.list_namespaced_ingress,
         }
-        return {kind: self._json(f"listing {kind}s", fn, ns)["items"] for kind, fn in sources.items()}
+        listed = {kind: self._json(f"listing {kind}s", fn, ns)["items"] for kind, fn in sources.items()}
+        listed["ExternalSecret"] = self.external_secrets()
+        return listed

@@ -22,6 +22,7 @@ from bot.context import Backends
 from bot.errors import BackendUnavailable, ConfigurationError, UserError
 from bot.procedures import kube_format as kf
 from bot.redaction import redact
+from bot.registry import can
 from bot.results import Fields, Image, Preformatted, Result, Status, Table, Text
 from bot.settings import Settings
 
@@ -30,6 +31,14 @@ MAX_PODS = 10
 MAX_EVENTS = 15
 INLINE_ALERTS = 10
 _COMPARISON = re.compile(r"(>=|<=|==|!=|>|<)")
+# What the thread reads in Kubernetes (checked against the Role with the procedures' rights:
+# tests/test_least_privilege.py).
+KUBE_ACCESS = (
+    can("get,list", "pods"),
+    can("get", "deployments", "apps"),
+    can("list", "events"),
+    can("get", "pods/log"),
+)
 
 
 def expression_from_generator_url(url: str) -> str | None:

@@ -42,7 +42,7 @@ DEFAULT_PROCEDURES: dict[str, list[str]] = {
     "PodCrashLooping": POD_NOT_READY,
     "KubePodNotReady": POD_NOT_READY,
     "KubePodCrashLooping": POD_NOT_READY,
-    # The other rules of manifests/prometheus/aia-rules.yaml.
+    # The other rules of manifests/monitoring/aia-rules.yaml.
     "HighCPUUsage": ["top pods --sort cpu", "describe pod POD"],
     "HighLatency": ["metrics --range 1h", "top pods --sort cpu"],
     "AiaApiNoTraffic": ["status", "pods", "events --since 1h --warnings"],

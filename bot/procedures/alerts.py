@@ -61,6 +61,7 @@ def alerts(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 PROCEDURES = [
     Procedure(
         name="alerts",
+        kube=(),  # no Kubernetes
         summary="What is firing now, grouped as in the alert threads, with links to them",
         risk=RiskClass.READ,
         runbook=(SECTION, "Monitoring & Alerting › Key Metrics to Monitor"),

@@ -22,7 +22,7 @@ from bot.errors import UserError
 from bot.procedures import kube_format as kf
 from bot.procedures.images import pin_image
 from bot.redaction import looks_secret_key, looks_secret_value, redact, redact_env_value
-from bot.registry import Param, Plan, Procedure, RiskClass
+from bot.registry import Param, Plan, Procedure, RiskClass, can
 from bot.results import Action, Preformatted, Result, Status, Table, Text
 from bot.validators import (
     bounded_int,
@@ -605,6 +605,19 @@ def cleanup_evicted(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 
 # -- declarations ---------------------------------------------------------------------
 
+# Kubernetes rights (RBAC rules) the procedures below use; tests/test_least_privilege.py runs each
+# procedure under the rendered Role and fails on a request not declared here, or a rule not used.
+READ_DEPLOYMENT = can("get", "deployments", "apps")
+PATCH_DEPLOYMENT = can("patch", "deployments", "apps")
+SCALE = can("patch", "deployments/scale", "apps")
+LIVE_COLOUR = can("get", "services", names=("{aia_api_service}",))
+SWITCH = can("patch", "services", names=("{aia_api_service}",))
+# /health of each colour's own Service (aia-api-blue, aia-api-green), port included in the name.
+SERVICE_PROXY = can("get", "services/proxy", names=("{aia_api_service}-blue:{aia_api_port}",
+                                                   "{aia_api_service}-green:{aia_api_port}"))
+DELETE_COLOUR = can("delete", "deployments", "apps", names=("{aia_deployment_blue}", "{aia_deployment_green}"))
+APP_CONFIG = can("get,patch", "configmaps", names=("{aia_config_map}",))
+
 DEPLOYMENT = Param("deployment", "positional", "deployment name", metavar="DEPLOYMENT", required=True, convert=k8s_name)
 
 
@@ -635,6 +648,7 @@ def build(safe_keys: set[str]) -> list[Procedure]:
     return [
         Procedure(
             name="scale", summary="Set a deployment's replicas (0 needs approval)", risk=RiskClass.WRITE,
+            kube=(READ_DEPLOYMENT, SCALE),
             runbook=("Performance Troubleshooting › High CPU Usage", "Security Incident › Isolate affected components"),
             run=scale, plan=plan_scale, execute=execute_scale, risk_for=_scale_risk,
             params=(DEPLOYMENT, Param("replicas", "positional", "replica count", metavar="N", required=True,
@@ -644,18 +658,21 @@ def build(safe_keys: set[str]) -> list[Procedure]:
         ),
         Procedure(
             name="emergency scale-up", summary="Scale the live colour to the HPA maximum (runbook: 5)",
+            kube=(LIVE_COLOUR, READ_DEPLOYMENT, SCALE),
             risk=RiskClass.WRITE, runbook=("System Down › Scale up critical services",),
             run=_two_step(plan_emergency_scale_up, execute_emergency_scale_up),
             plan=plan_emergency_scale_up, execute=execute_emergency_scale_up,
         ),
         Procedure(
             name="restart", summary="Rolling restart of a deployment, progress in the thread", risk=RiskClass.WRITE,
+            kube=(READ_DEPLOYMENT, PATCH_DEPLOYMENT),
             runbook=(SECTION_CONFIG, "Security Incident › Rotate secrets"),
             run=_two_step(plan_restart, execute_restart), plan=plan_restart, execute=execute_restart,
             params=(DEPLOYMENT,),
         ),
         Procedure(
             name="bluegreen deploy", summary="Put IMAGE on the idle colour and follow it until Ready",
+            kube=(LIVE_COLOUR, READ_DEPLOYMENT, PATCH_DEPLOYMENT, can("create", "deployments", "apps")),
             risk=RiskClass.WRITE, runbook=(SECTION_BG + " › Prepare Green Environment",),
             run=_two_step(plan_bluegreen_deploy, execute_bluegreen_deploy),
             plan=plan_bluegreen_deploy, execute=execute_bluegreen_deploy,
@@ -665,28 +682,33 @@ def build(safe_keys: set[str]) -> list[Procedure]:
         ),
         Procedure(
             name="bluegreen validate", summary="Idle colour: pods ready and /health through the service proxy",
+            kube=(LIVE_COLOUR, can("list", "pods"), SERVICE_PROXY),
             risk=RiskClass.WRITE, runbook=(SECTION_BG + " › Validate Green Environment",), run=bluegreen_validate,
         ),
         Procedure(
             name="bluegreen switch", summary="Send traffic to the idle colour (service selector)",
+            kube=(LIVE_COLOUR, READ_DEPLOYMENT, can("list", "pods"), SWITCH),
             risk=RiskClass.DESTRUCTIVE, runbook=(SECTION_BG + " › Switch Traffic",),
             run=_two_step(plan_bluegreen_switch, execute_switch), plan=plan_bluegreen_switch, execute=execute_switch,
             params=(BREAK_GLASS,),
         ),
         Procedure(
             name="bluegreen rollback", summary="Send traffic back to the previous colour",
+            kube=(LIVE_COLOUR, READ_DEPLOYMENT, can("list", "pods"), SWITCH),
             risk=RiskClass.DESTRUCTIVE, runbook=(SECTION_BG + " › Switch Traffic",),
             run=_two_step(plan_bluegreen_rollback, execute_switch), plan=plan_bluegreen_rollback,
             execute=execute_switch, params=(BREAK_GLASS,),
         ),
         Procedure(
             name="bluegreen cleanup", summary="Delete the idle colour's deployment after a switch",
+            kube=(LIVE_COLOUR, READ_DEPLOYMENT, DELETE_COLOUR),
             risk=RiskClass.DESTRUCTIVE, runbook=(SECTION_BG + " › Cleanup Old Version",),
             run=_two_step(plan_bluegreen_cleanup, execute_bluegreen_cleanup), plan=plan_bluegreen_cleanup,
             execute=execute_bluegreen_cleanup, params=(BREAK_GLASS,),
         ),
         Procedure(
             name="set-image", summary="Change a deployment's image (rolling update)", risk=RiskClass.DESTRUCTIVE,
+            kube=(READ_DEPLOYMENT, PATCH_DEPLOYMENT),
             runbook=(SECTION_ROLLING,), run=_two_step(plan_set_image, execute_set_image),
             plan=plan_set_image, execute=execute_set_image,
             params=(DEPLOYMENT, Param("image", "positional", "[CONTAINER=]IMAGE", metavar="[CONTAINER=]IMAGE",
@@ -695,6 +717,7 @@ def build(safe_keys: set[str]) -> list[Procedure]:
         ),
         Procedure(
             name="rollback", summary="Undo a deployment's rollout (to the previous or a given revision)",
+            kube=(READ_DEPLOYMENT, PATCH_DEPLOYMENT, can("list", "replicasets", "apps")),
             risk=RiskClass.DESTRUCTIVE, runbook=(SECTION_ROLLING,), run=_two_step(plan_rollback, execute_rollback),
             plan=plan_rollback, execute=execute_rollback,
             params=(DEPLOYMENT, Param("to-revision", "option", "revision number", metavar="N",
@@ -702,11 +725,13 @@ def build(safe_keys: set[str]) -> list[Procedure]:
         ),
         Procedure(
             name="isolate", summary="Security incident: scale a deployment to 0", risk=RiskClass.DESTRUCTIVE,
+            kube=(READ_DEPLOYMENT, SCALE),
             runbook=("Security Incident › Isolate affected components",), run=_two_step(plan_isolate, execute_isolate),
             plan=plan_isolate, execute=execute_isolate, params=(DEPLOYMENT, BREAK_GLASS),
         ),
         Procedure(
             name="maintenance", summary="Maintenance mode on or off (config map), then restart",
+            kube=(APP_CONFIG, LIVE_COLOUR, READ_DEPLOYMENT, PATCH_DEPLOYMENT),
             risk=RiskClass.DESTRUCTIVE, runbook=("Database Emergency › Enable maintenance mode",),
             run=_two_step(plan_maintenance, execute_maintenance), plan=plan_maintenance, execute=execute_maintenance,
             params=(Param("state", "positional", "on or off", metavar="on|off", required=True,
@@ -714,6 +739,7 @@ def build(safe_keys: set[str]) -> list[Procedure]:
         ),
         Procedure(
             name="config set", summary="Change config map keys, then restart (safe keys need no approval)",
+            kube=(APP_CONFIG, LIVE_COLOUR, READ_DEPLOYMENT, PATCH_DEPLOYMENT),
             risk=RiskClass.WRITE, runbook=(SECTION_CONFIG,), run=_two_step(plan_config_set, execute_config_set),
             plan=plan_config_set, execute=execute_config_set,
             risk_for=_config_risk(safe_keys),
@@ -722,11 +748,13 @@ def build(safe_keys: set[str]) -> list[Procedure]:
             examples=("/aia config set LOG_LEVEL=DEBUG",),
         ),
         Procedure(
-            name="config backup", summary="Namespace configuration as YAML (Secrets redacted), kept in the database",
+            name="config backup", summary="Namespace configuration as YAML (ExternalSecrets, never Secrets), kept in the database",
+            kube=(can("list", "deployments", "apps"), can("list", "services"), can("list", "configmaps"), can("list", "ingresses", "networking.k8s.io"), can("list", "roles", "rbac.authorization.k8s.io"), can("list", "rolebindings", "rbac.authorization.k8s.io"), can("list", "serviceaccounts"), can("list", "externalsecrets", "external-secrets.io")),
             risk=RiskClass.WRITE, runbook=("Backup & Recovery › Configuration Backups",), run=config_backup,
         ),
         Procedure(
             name="cleanup evicted", summary="Delete Evicted pods of the bot's namespace only",
+            kube=(can("list", "pods"), can("delete", "pods")),
             risk=RiskClass.WRITE, runbook=("Performance Troubleshooting › Storage Issues",), run=cleanup_evicted,
         ),
     ]

@@ -8,7 +8,7 @@ from typing import Any
 from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable
 from bot.procedures import kube_format as kf
-from bot.registry import Param, Procedure, RiskClass
+from bot.registry import Param, Procedure, RiskClass, can
 from bot.results import Action, Fields, Result, Status, Table, Text
 from bot.validators import choice, duration, k8s_name, label_selector
 
@@ -358,21 +358,23 @@ def rollout_status(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 
 
 def secrets(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
+    """Sync status from the ExternalSecrets alone: the bot holds no right to read Secrets, not
+    even their names. The operator records the Secret it wrote in ``status.binding``."""
     kube = ctx.kube
-    secret_rows = [
-        [kf.name_of(s), str(s["type"]), str(len(s["keys"])), kf.age(s["metadata"].get("creationTimestamp"))]
-        for s in sorted(kube.secrets_metadata(), key=kf.name_of)
-    ]
     failing = 0
-    es_rows = []
+    rows = []
     for es in sorted(kube.external_secrets(), key=kf.name_of):
-        st = es.get("status") or {}
+        spec, st = es.get("spec") or {}, es.get("status") or {}
         ready: dict[str, Any] = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), {})
         ok = ready.get("status") == "True"
         failing += not ok
-        es_rows.append(
+        target = str((spec.get("target") or {}).get("name") or kf.name_of(es))
+        written = (st.get("binding") or {}).get("name")
+        rows.append(
             [
                 kf.name_of(es),
+                target,
+                "yes" if written else "not yet",
                 "Ready" if ok else "NOT READY",
                 str(ready.get("reason") or "-"),
                 kf.age(st.get("refreshTime")) if st.get("refreshTime") else "never",
@@ -380,20 +382,20 @@ def secrets(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
             ]
         )
     return Result(
-        title=f"Secrets in {kube.namespace} (names only; values are never shown)",
+        title=f"Secrets in {kube.namespace}: sync from Secret Manager (values are never read)",
         status=Status.WARNING if failing else Status.OK,
         parts=[
-            Table(["SECRET", "TYPE", "KEYS", "AGE"], secret_rows, title="Kubernetes Secrets", empty_text="no secrets"),
-            Table(["EXTERNALSECRET", "STATUS", "REASON", "LAST SYNC", "MESSAGE"], es_rows,
+            Table(["EXTERNALSECRET", "SECRET", "WRITTEN", "STATUS", "REASON", "LAST SYNC", "MESSAGE"], rows,
                   title="ExternalSecrets (Secret Manager sync)", empty_text="no ExternalSecrets"),
         ],
-        summary=f"{len(secret_rows)} secrets, {len(es_rows)} external secrets, {failing} not syncing",
+        summary=f"{len(rows)} external secrets, {failing} not syncing",
     )
 
 
 PROCEDURES = [
     Procedure(
         name="status",
+        kube=(can("list", "nodes", cluster=True), can("list", "pods"), can("list", "deployments", "apps")),
         summary="System Down triage: nodes, pods not ready or restarting, deployments, firing alerts",
         risk=RiskClass.READ,
         runbook=(SECTION_SYSTEM_DOWN,),
@@ -401,6 +403,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="pods",
+        kube=(can("list", "pods"),),
         summary="List pods (kubectl get pods)",
         risk=RiskClass.READ,
         runbook=(SECTION_PODS,),
@@ -411,6 +414,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="describe pod",
+        kube=(can("get", "pods"), can("list", "events")),
         summary="Pod details: containers, restarts, last termination (OOMKilled), conditions, events",
         risk=RiskClass.READ,
         runbook=(SECTION_PODS,),
@@ -419,6 +423,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="events",
+        kube=(can("list", "events"),),
         summary="Recent events of the namespace, newest first",
         risk=RiskClass.READ,
         runbook=(SECTION_PODS,),
@@ -431,6 +436,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="nodes",
+        kube=(can("list", "nodes", cluster=True),),
         summary="Nodes with readiness, pressure conditions, version and IP (kubectl get nodes -o wide)",
         risk=RiskClass.READ,
         runbook=(SECTION_SYSTEM_DOWN, "Troubleshooting › Image Pull Issues"),
@@ -438,6 +444,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="top pods",
+        kube=(can("list", "pods", "metrics.k8s.io"),),
         summary="CPU and memory of each pod (metrics.k8s.io)",
         risk=RiskClass.READ,
         runbook=(SECTION_RESOURCES, "Performance Troubleshooting › High CPU Usage",
@@ -448,6 +455,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="top nodes",
+        kube=(can("list", "nodes", cluster=True), can("list", "nodes", "metrics.k8s.io", cluster=True)),
         summary="CPU and memory of each node against what it can allocate",
         risk=RiskClass.READ,
         runbook=(SECTION_RESOURCES, "Performance Troubleshooting › Storage Issues"),
@@ -455,6 +463,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="quota",
+        kube=(can("list", "resourcequotas"),),
         summary="Resource quotas: used against hard limits",
         risk=RiskClass.READ,
         runbook=(SECTION_RESOURCES,),
@@ -462,6 +471,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="rollout status",
+        kube=(can("get", "deployments", "apps"),),
         summary="Where a deployment's rollout stands (kubectl rollout status)",
         risk=RiskClass.READ,
         runbook=("Deployment Procedures › Rolling Updates",),
@@ -472,7 +482,8 @@ PROCEDURES = [
     ),
     Procedure(
         name="secrets",
-        summary="Secret names and ExternalSecret sync status — never a secret value",
+        kube=(can("list", "externalsecrets", "external-secrets.io"),),
+        summary="ExternalSecret sync status and the Secrets they write — never a secret value",
         risk=RiskClass.READ,
         runbook=("Access & Authentication › Secret Management", "Troubleshooting › Secret Management Issues"),
         run=secrets,

@@ -198,6 +198,7 @@ _ID_PARAM = Param("id", "positional", "escalation id from the card; default: the
 PROCEDURES = [
     Procedure(
         name="page",
+        kube=(),  # no Kubernetes
         summary="Page a level of the escalation policy now (manual escalation)",
         risk=RiskClass.WRITE,
         runbook=RUNBOOK,
@@ -208,6 +209,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="oncall",
+        kube=(),  # no Kubernetes
         summary="The escalation policy, who each level pages now, and the open escalations",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
@@ -215,6 +217,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="ack",
+        kube=(),  # no Kubernetes
         summary="Acknowledge an escalation: its timers stop (operators, or the people it paged)",
         risk=RiskClass.READ,
         runbook=RUNBOOK,
@@ -224,6 +227,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="resolve",
+        kube=(),  # no Kubernetes
         summary="Resolve an escalation: nobody else is paged",
         risk=RiskClass.WRITE,
         runbook=RUNBOOK,
@@ -232,6 +236,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="snooze",
+        kube=(),  # no Kubernetes
         summary="Pause an escalation; the current level is paged again afterwards",
         risk=RiskClass.WRITE,
         runbook=RUNBOOK,
@@ -242,6 +247,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="escalate",
+        kube=(),  # no Kubernetes
         summary="Page the next level now instead of waiting",
         risk=RiskClass.WRITE,
         runbook=RUNBOOK,
@@ -250,6 +256,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="timeline",
+        kube=(),  # no Kubernetes
         summary="Upload the incident timeline (alerts, pages, acks, procedures, approvals) as Markdown",
         risk=RiskClass.READ,
         runbook=RUNBOOK,

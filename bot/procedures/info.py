@@ -85,6 +85,7 @@ def audit(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 PROCEDURES = [
     Procedure(
         name="help",
+        kube=(),  # no Kubernetes
         summary="What you may run here, or the syntax of one procedure",
         risk=RiskClass.READ,
         runbook=(),
@@ -94,6 +95,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="endpoints",
+        kube=(),  # no Kubernetes
         summary="API, frontend and Grafana addresses",
         risk=RiskClass.READ,
         runbook=("Access & Authentication › Service Endpoints", "Monitoring & Alerting › Grafana Access"),
@@ -101,6 +103,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="audit",
+        kube=(),  # no Kubernetes
         summary="The last N audited actions (default 10)",
         risk=RiskClass.READ,
         runbook=(),

@@ -9,7 +9,7 @@ from bot.context import ProcedureContext
 from bot.errors import UserError
 from bot.procedures import kube_format as kf
 from bot.redaction import redact
-from bot.registry import Param, Procedure, RiskClass
+from bot.registry import Param, Procedure, RiskClass, can
 from bot.results import Preformatted, Result, Status, Text
 from bot.safe_regex import SafePattern
 from bot.validators import bounded_int, container_name, duration, format_duration, k8s_name
@@ -137,6 +137,7 @@ def _app_logs(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 PROCEDURES = [
     Procedure(
         name="logs",
+        kube=(can("list", "pods"), can("get", "pods/log")),
         summary="Logs of a pod, or search every pod of the app with --app",
         risk=RiskClass.READ,
         runbook=(

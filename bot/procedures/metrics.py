@@ -110,6 +110,7 @@ def query(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 PROCEDURES = [
     Procedure(
         name="metrics",
+        kube=(),  # no Kubernetes
         summary="Key metrics: pod memory, request rate, error rate, p95 latency, with a graph",
         risk=RiskClass.READ,
         runbook=(SECTION, "Monitoring & Alerting › Key Metrics to Monitor"),
@@ -119,6 +120,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="query",
+        kube=(),  # no Kubernetes
         summary="Evaluate PromQL now and graph it",
         risk=RiskClass.READ,
         runbook=(SECTION,),

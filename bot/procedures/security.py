@@ -8,7 +8,7 @@ import requests
 
 from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable
-from bot.registry import Procedure, RiskClass
+from bot.registry import Procedure, RiskClass, can
 from bot.results import Result, Status, Table
 
 # The runbook ships Grafana with admin/admin "to change on first login": check that someone did.
@@ -54,6 +54,7 @@ def security_check(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 PROCEDURES = [
     Procedure(
         name="security check",
+        kube=(can("list", "externalsecrets", "external-secrets.io"),),
         summary="Grafana's admin/admin default still working? Secrets not syncing?",
         risk=RiskClass.READ,
         runbook=("Monitoring & Alerting › Grafana Access", "Emergency Procedures › Security Incident"),

@@ -12,7 +12,7 @@ import yaml
 from tests.harness.bot_process import free_port
 from tests.harness.prometheus import wait_ready
 
-RULES = Path(__file__).resolve().parents[2] / "manifests" / "prometheus" / "aia-rules.yaml"
+RULES = Path(__file__).resolve().parents[2] / "manifests" / "monitoring" / "aia-rules.yaml"
 
 
 def shipped_rules_for_tests(path: Path) -> Path:

@@ -500,7 +500,7 @@ def test_metrics_through_custom_objects(custom: client.CustomObjectsApi) -> None
 
 def test_external_secrets_through_custom_objects(custom: client.CustomObjectsApi) -> None:
     listed = custom.list_namespaced_custom_object(
-        "external-secrets.io", "v1beta1", NS, "externalsecrets"
+        "external-secrets.io", "v1", NS, "externalsecrets"
     )
     status = {i["metadata"]["name"]: i["status"]["conditions"][0] for i in listed["items"]}
     assert status["aia-secrets"]["reason"] == "SecretSynced"
@@ -509,7 +509,7 @@ def test_external_secrets_through_custom_objects(custom: client.CustomObjectsApi
 
     # Forcing a refresh, as `kubectl annotate es force-sync=...` does (a merge patch).
     patched = custom.patch_namespaced_custom_object(
-        "external-secrets.io", "v1beta1", NS, "externalsecrets", "aia-secrets",
+        "external-secrets.io", "v1", NS, "externalsecrets", "aia-secrets",
         {"metadata": {"annotations": {"force-sync": "1700000000"}}},
     )
     assert patched["metadata"]["annotations"]["force-sync"] == "1700000000"

@@ -12,7 +12,7 @@ import yaml
 from bot.alerts.runbook import RunbookMap
 from bot.procedures import build_registry
 
-RULES = Path(__file__).resolve().parents[3] / "manifests" / "prometheus" / "aia-rules.yaml"
+RULES = Path(__file__).resolve().parents[3] / "manifests" / "monitoring" / "aia-rules.yaml"
 
 
 def rule_file_text() -> str:

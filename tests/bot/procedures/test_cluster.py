@@ -105,8 +105,10 @@ def test_secrets_show_names_and_sync_never_values(core, kube) -> None:  # type: 
     for encoded in secret["data"].values():
         assert encoded not in rendered
         assert base64.b64decode(encoded).decode() not in rendered
-    external = _tables(outcome.result)[1]
-    assert any(row[1] == "NOT READY" for row in external.rows)
+    (external,) = _tables(outcome.result)
+    rows = {row[0]: row for row in external.rows}
+    assert rows["aia-secrets"][1:4] == ["aia-secrets", "yes", "Ready"]
+    assert any(row[3] == "NOT READY" for row in external.rows)
     assert outcome.result.status is Status.WARNING
 
 
