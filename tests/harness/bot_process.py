@@ -72,7 +72,6 @@ class BotProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        self.stop()  # else the process outlives the test run and loads the machine
         raise RuntimeError(f"aia-bot serve did not come up:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
