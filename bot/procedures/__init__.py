@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from bot.procedures import alerts, cluster, escalation, info, logs, metrics, security
+from bot.procedures import alerts, cluster, database, escalation, info, logs, metrics, security
 from bot.registry import Registry
 
 # Each module declares PROCEDURES; issues #3, #4, #5 add theirs to this tuple.
-MODULES = (info, cluster, logs, metrics, security, alerts, escalation)
+MODULES = (info, cluster, logs, metrics, security, alerts, escalation, database)
 
 
 def build_registry(
