@@ -71,6 +71,7 @@ class Sandbox:
 
     def __init__(self) -> None:
         from sandbox.aia_seed import seed_aia_system
+        from sandbox.cloudsql_server import FakeCloudSqlServer, seed_cloudsql
         from sandbox.kube_server import FakeKubeAPIServer
         from sandbox.slack_server import FakeSlackServer
 
@@ -82,6 +83,9 @@ class Sandbox:
         for user in SANDBOX_USERS:
             self.slack.add_user(user.user_id, user.name, user.email)
         self.kubeconfig = self.kube.write_kubeconfig(os.path.join(self.dir.name, "kubeconfig"))
+        # Cloud SQL operations take a few seconds here, so their progress can be watched.
+        self.cloudsql = FakeCloudSqlServer(operation_seconds=4).start()
+        seed_cloudsql(self.cloudsql)
 
     def env(self) -> dict[str, str]:
         env = {
@@ -91,6 +95,8 @@ class Sandbox:
             "DATABASE_URL": f"sqlite:///{self.dir.name}/aia-bot.db",
             "KUBECONFIG": self.kubeconfig,
             "AIA_ALERT_CHANNEL": SANDBOX_CHANNEL,
+            "CLOUDSQL_EMULATOR_HOST": self.cloudsql.host,
+            "CLOUDSQL_POLL_SECONDS": "1",
         }
         if os.environ.get("PROMETHEUS_URL"):
             env["PROMETHEUS_URL"] = os.environ["PROMETHEUS_URL"]
@@ -116,6 +122,7 @@ class Sandbox:
     def close(self) -> None:
         self.kube.stop()
         self.slack.stop()
+        self.cloudsql.stop()
         self.dir.cleanup()
 
 
@@ -262,6 +269,8 @@ class Console:
         if outcome.executed is not None:
             rendered, _ = render_text(outcome.executed)
             self.out(rendered)
+            for step in outcome.executed.followup() if outcome.executed.followup else ():
+                self.out("  … " + render_text(step)[0].splitlines()[-1])
         self._show_card(request_id, ts)
 
 

@@ -18,6 +18,7 @@ from bot.background import background_services
 from bot.core import Core
 from bot.store.db import ping
 from handlers.alertmanager import AlertmanagerWebhook
+from handlers.cloud_operations import CloudOperationResumer
 from handlers.render_alerts import BlockKitAlertRenderer
 from handlers.slack_app import ApprovalSweeper, SlackFrontend
 
@@ -49,7 +50,7 @@ def build_http_app(core: Core, frontend: SlackFrontend) -> Starlette:
     if core.alerts is not None:
         # The core renders alert messages as plain text unless an entry point gives it Block Kit.
         core.alerts.renderer = BlockKitAlertRenderer(core.settings)
-    services = [*background_services(core), ApprovalSweeper(frontend)]
+    services = [*background_services(core), ApprovalSweeper(frontend), CloudOperationResumer(frontend)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

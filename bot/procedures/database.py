@@ -223,11 +223,10 @@ class _Follow:
             pairs.append(("Backup id", f"`{self.state['backup_id']}`"))
         if self.state.get("safety_backup"):
             pairs.append(("Safety backup", f"`{self.state['safety_backup']}`"))
-        parts: list[Any] = [Text(headline), Fields(pairs)]
-        if note:
-            parts.append(Text(note))
         if self.resumed:
-            parts.append(Text("_Resumed following after a restart of the bot._"))
+            pairs.append(("Followed by", "a restarted bot (resumed)"))
+        # The headline goes last: the console and notifications show the last line.
+        parts: list[Any] = [Fields(pairs), Text(f"{note}\n{headline}" if note else headline)]
         return Result(title=f"Cloud SQL {self.row.kind} · {self.row.instance}", status=status, parts=parts,
                       summary=headline)
 
