@@ -44,10 +44,13 @@ PACKAGE = "google.cloud.sql.v1"
 NOT_AUTHORIZED = "The client is not authorized to make this request."
 IN_PROGRESS = ("Operation failed because another operation was already in progress. "
                "Try your request after the current operation is complete.")
-OpType = sql.Operation.SqlOperationType
-OpStatus = sql.Operation.SqlOperationStatus
-State = sql.DatabaseInstance.SqlInstanceState
-BackupStatus = sql.SqlBackupRunStatus
+# proto-plus enums are IntEnums at run time; typed as Any so plain assignments type-check.
+OpType: Any = sql.Operation.SqlOperationType
+OpStatus: Any = sql.Operation.SqlOperationStatus
+State: Any = sql.DatabaseInstance.SqlInstanceState
+BackupStatus: Any = sql.SqlBackupRunStatus
+BackupRunType: Any = sql.SqlBackupRunType
+DatabaseVersion: Any = sql.SqlDatabaseVersion
 
 
 class _Abort(Exception):
@@ -187,7 +190,7 @@ class FakeCloudSqlServer:
         with self._lock:
             self._instances[name] = sql.DatabaseInstance(
                 kind="sql#instance", name=name, project=self.project, region=region, gce_zone=region + "-a",
-                state=State[state], database_version=sql.SqlDatabaseVersion[version],
+                state=State[state], database_version=DatabaseVersion[version],
                 connection_name=f"{self.project}:{region}:{name}", etag=uuid.uuid4().hex,
                 backend_type=sql.SqlBackendType.SECOND_GEN,
                 current_disk_size=wrappers_pb2.Int64Value(value=12 * 1024**3),
@@ -218,7 +221,7 @@ class FakeCloudSqlServer:
             backup_id = int(end.timestamp() * 1000)
             run = sql.BackupRun(
                 kind="sql#backupRun", id=backup_id, instance=instance, status=BackupStatus[status],
-                type_=sql.SqlBackupRunType[kind], description=description, location="us",
+                type_=BackupRunType[kind], description=description, location="us",
                 enqueued_time=_ts(end - timedelta(minutes=6)), start_time=_ts(end - timedelta(minutes=5)),
                 end_time=_ts(end), window_start_time=_ts(end - timedelta(minutes=6)),
                 backup_kind=sql.SqlBackupKind.SNAPSHOT,

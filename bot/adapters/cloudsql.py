@@ -37,7 +37,11 @@ class CloudSqlRefused(UserError):
     """The API refused the request as invalid for the instance's state or settings."""
 
 
-class CloudSqlPermissionDenied(BackendUnavailable):
+class CloudSqlNotAllowed(BackendUnavailable):
+    """No credentials, or credentials refused: retrying will not help, a deployment fix will."""
+
+
+class CloudSqlPermissionDenied(CloudSqlNotAllowed):
     """The bot's service account lacks an IAM permission: a deployment problem, not the user's."""
 
     def __init__(self, message: str, permission: str) -> None:
@@ -164,7 +168,7 @@ class CloudSqlGateway:
 
             credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/sqlservice.admin"])
         except DefaultCredentialsError:
-            raise BackendUnavailable(
+            raise CloudSqlNotAllowed(
                 "Cloud SQL: no Google credentials. In GKE, bind the bot's Kubernetes service account to a "
                 "Google service account (Workload Identity, docs/deploy.md); locally, set "
                 "CLOUDSQL_EMULATOR_HOST or run `gcloud auth application-default login`."
@@ -192,7 +196,7 @@ class CloudSqlGateway:
                 permission,
             ) from None
         except gexc.Unauthenticated:
-            raise BackendUnavailable(
+            raise CloudSqlNotAllowed(
                 f"Cloud SQL did not accept the bot's credentials while trying to {what} "
                 "(Workload Identity binding?)."
             ) from None

@@ -19,8 +19,8 @@ from typing import Any
 from bot.adapters.cloudsql import (
     BackupInfo,
     CloudSqlGateway,
+    CloudSqlNotAllowed,
     CloudSqlNotFound,
-    CloudSqlPermissionDenied,
     InstanceInfo,
     OperationInfo,
     read_or_none,
@@ -228,7 +228,7 @@ class _Follow:
         # The headline goes last: the console and notifications show the last line.
         parts: list[Any] = [Fields(pairs), Text(f"{note}\n{headline}" if note else headline)]
         return Result(title=f"Cloud SQL {self.row.kind} · {self.row.instance}", status=status, parts=parts,
-                      summary=headline)
+                      summary=f"{note} {headline}" if note else headline)
 
     def _finish(self, status: str, result: Result) -> Result:
         self.store.finish(self.row.id, self.token, status, result.summary)
@@ -250,8 +250,10 @@ class _Follow:
             try:
                 op = self.sql.operation(self.operation or "")
                 unreachable = ""
-            except CloudSqlPermissionDenied as exc:
-                yield self._finish("failed", self._progress(None, Status.CRITICAL, f":x: {exc}"))
+            except CloudSqlNotAllowed as exc:
+                yield self._finish("failed", self._progress(None, Status.CRITICAL, (
+                    f":x: {exc} Stopped following; operation `{self.operation}` may still be running: "
+                    f"check it in the console ({console_url(self.ctx, self.row.instance)}).")))
                 return
             except (BackendUnavailable, UserError) as exc:
                 op, unreachable = None, f":warning: {exc} Still trying."
@@ -267,7 +269,8 @@ class _Follow:
                     f"running. Check it in the console ({console_url(self.ctx, self.row.instance)}) or with "
                     f"`gcloud sql operations describe {self.operation} --project {self.row.project}`.")))
                 return
-            headline = f":gear: {self._doing()} ({op.status.lower() if op else 'status unknown'})"
+            elapsed = _elapsed(time.monotonic() - self.phase_started)
+            headline = f":gear: {self._doing()} ({op.status.lower() if op else 'status unknown'}, {elapsed})"
             yield self._progress(op, Status.INFO, headline, unreachable)
             if not self.store.renew(self.row.id, self.token, settings.cloudsql_operation_lease_seconds):
                 log.info("cloud operation %s is followed elsewhere now; stopping here", self.row.id)
@@ -325,7 +328,8 @@ class _Follow:
             since = datetime.fromisoformat(marker)
             for op in read_or_none(lambda: self.sql.operations(20)) or []:
                 if op.type == "RESTORE_VOLUME" and op.inserted and op.inserted >= since - timedelta(seconds=5):
-                    return self._adopt(op)
+                    self._adopt(op)
+                    return None
         self.state["restore_requested_at"] = datetime.now(UTC).isoformat()
         self.store.renew(self.row.id, self.token, self.ctx.settings.cloudsql_operation_lease_seconds,
                          state=self.state)
@@ -335,14 +339,14 @@ class _Follow:
             return self._finish("failed", self._progress(None, Status.CRITICAL, (
                 f":x: Could not start the restore: {exc} Nothing was restored. Safety backup "
                 f"`{self.state.get('safety_backup')}` was taken.")))
-        return self._adopt(op)
+        self._adopt(op)
+        return None
 
     def _adopt(self, op: OperationInfo) -> None:
         self.phase, self.operation = "restore", op.name
         self.phase_started = time.monotonic()
         self.store.renew(self.row.id, self.token, self.ctx.settings.cloudsql_operation_lease_seconds,
                          phase=self.phase, operation=op.name, state=self.state)
-        return None
 
 
 def _audit_record(row: CloudOperation, outcome: str, detail: str) -> Any:
