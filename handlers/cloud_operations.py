@@ -12,7 +12,7 @@ import threading
 
 from bot.context import Caller, ProcedureContext
 from bot.core import Core
-from bot.procedures.database import resume_followup
+from bot.procedures.database import resume_followup, stop_following
 from bot.store.cloud_operations import CloudOperation, CloudOperationStore
 from handlers.render_blocks import render_result
 from handlers.slack_app import SlackFrontend
@@ -43,6 +43,7 @@ class CloudOperationResumer:
 
     def stop(self) -> None:
         self._stop.set()
+        stop_following(self.frontend.core.sessions)  # followers on worker threads hand their operations back
         if self._thread is not None:
             self._thread.join(timeout=10)
 

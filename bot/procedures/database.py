@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +41,19 @@ SECTION_EMERGENCY = "Database Emergency"
 MAX_POLL_SECONDS = 30.0
 INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 RELATIVE = re.compile(r"^(\d{1,5})\s*(m|min|h|d)\s*(ago)?$")
+# Cores (by their database sessions) shutting down: their followers hand the operation back
+# at once (another replica or the restarted bot resumes it) instead of holding the shutdown.
+_STOPPING: weakref.WeakSet[Any] = weakref.WeakSet()
+_ACTIVE: dict[int, int] = {}
+_ACTIVE_LOCK = threading.Condition()
+
+
+def stop_following(sessions: Any, wait_seconds: float = 5.0) -> None:
+    """Ask the followers of one core to hand their operations back; wait (bounded) until they have."""
+    with _ACTIVE_LOCK:
+        _STOPPING.add(sessions)
+        _ACTIVE_LOCK.notify_all()
+        _ACTIVE_LOCK.wait_for(lambda: _ACTIVE.get(id(sessions), 0) == 0, timeout=wait_seconds)
 
 
 # -- formatting ----------------------------------------------------------------
@@ -236,6 +251,23 @@ class _Follow:
         return result
 
     def run(self) -> Iterator[Result]:
+        key = id(self.ctx.audit.sessions)
+        with _ACTIVE_LOCK:
+            _ACTIVE[key] = _ACTIVE.get(key, 0) + 1
+        try:
+            yield from self._run()
+        finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE[key] -= 1
+                _ACTIVE_LOCK.notify_all()
+
+    def _stopping(self, seconds: float) -> bool:
+        """Sleep between polls; True as soon as this core shuts down."""
+        sessions = self.ctx.audit.sessions
+        with _ACTIVE_LOCK:
+            return _ACTIVE_LOCK.wait_for(lambda: sessions in _STOPPING, timeout=seconds)
+
+    def _run(self) -> Iterator[Result]:
         settings = self.ctx.settings
         poll = settings.cloudsql_poll_seconds
         cap = min(MAX_POLL_SECONDS, settings.cloudsql_operation_lease_seconds / 3)
@@ -275,7 +307,10 @@ class _Follow:
             if not self.store.renew(self.row.id, self.token, settings.cloudsql_operation_lease_seconds):
                 log.info("cloud operation %s is followed elsewhere now; stopping here", self.row.id)
                 return
-            time.sleep(poll)
+            if self._stopping(poll):
+                self.store.release(self.row.id, self.token)
+                log.info("shutting down: cloud operation %s is left for the next replica to follow", self.row.id)
+                return
             poll = min(cap, poll * 1.5)
 
     def _doing(self) -> str:

@@ -117,6 +117,13 @@ class CloudOperationStore:
                 status=status, detail=detail[:4000], finished_at=now, updated_at=now, lease_until=None))
             return bool(getattr(cursor, "rowcount", 0) == 1)
 
+    def release(self, row_id: str, token: str) -> None:
+        """Hand the row back now (shutdown): the next claim need not wait for the lease to run out."""
+        with self._sessions.begin() as session:
+            session.execute(update(CloudOperation).where(
+                CloudOperation.id == row_id, CloudOperation.lease_owner == token,
+                CloudOperation.status == RUNNING).values(lease_until=_now() - timedelta(seconds=1)))
+
     def attach(self, row_id: str, channel_id: str, thread_ts: str, progress_ts: str | None) -> None:
         """Where the progress is shown, so a resumed follower updates the same message."""
         with self._sessions.begin() as session:

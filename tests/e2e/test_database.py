@@ -254,3 +254,28 @@ def test_a_restarted_bot_resumes_following_the_operation_in_the_same_message(
         assert len(replies) == 1  # the same progress message, not a second one
         assert row_id
     cloudsql.operation_seconds = 1.0
+
+
+def test_a_graceful_stop_hands_the_operation_over_at_once(tmp_path: Path, cloudsql: FakeCloudSqlServer) -> None:
+    cloudsql.reset()
+    seed_cloudsql(cloudsql)
+    cloudsql.operation_seconds = 10
+    # A long lease: only the hand-over on shutdown, not the lease running out, lets the next bot resume quickly.
+    env = cloudsql_env(cloudsql, CLOUDSQL_OPERATION_LEASE_SECONDS="120")
+    with approval_stack(tmp_path, **env) as stack:
+        stack.bot.slash("db backup", OPS, stack.slack.new_response_url())
+        started = posted(stack, "Backup of mas-system-postgres started")
+        stack.slack.wait_for(lambda: [r for r in cloud_rows(stack) if r[4]])
+        assert stack.bot.process is not None
+        begun = time.monotonic()
+        stack.bot.process.terminate()
+        stack.bot.process.wait(15)
+        assert time.monotonic() - begun < 8, "the follower held the shutdown"
+        with psycopg.connect(stack.database_url) as conn:
+            (lease_until, status), = conn.execute("SELECT lease_until, status FROM cloud_operations").fetchall()
+            (now,), = conn.execute("SELECT now()").fetchall()
+        assert status == "running" and lease_until < now
+        stack.start_bot(tmp_path, **env)
+        done = posted(stack, "is done", timeout=30)
+        assert done["thread_ts"] == started["ts"] and "resumed" in done["blocks"]
+    cloudsql.operation_seconds = 1.0
