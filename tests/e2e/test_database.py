@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from sandbox.cloudsql_server import FakeCloudSqlServer, seed_cloudsql
-from tests.harness.approvals import APPROVER, APPROVER_2, OPS, Stack, approval_stack
+from tests.harness.approvals import APPROVER, APPROVER_2, OPS, TWIN, Stack, approval_stack
 
 pytestmark = pytest.mark.e2e
 INSTANCE = "mas-system-postgres"
@@ -161,10 +161,12 @@ def test_restore_needs_two_approvers_takes_a_safety_backup_first_then_restores(
     assert [(r[1], r[2]) for r in cloud_rows(stack)] == [("restore", "done")]
 
 
-def test_restore_self_approval_and_viewer_approval_are_refused(stack: Stack, cloudsql: FakeCloudSqlServer) -> None:
+def test_restore_self_viewer_and_twin_account_approvals_are_refused(stack: Stack, cloudsql: FakeCloudSqlServer) -> None:
     card = stack.request_change(OPS, f"db restore {successful_backups(cloudsql)[0]}")
     assert "cannot decide your own request" in stack.response_text(stack.click(OPS, "approve", card))
     assert "Only approvers" in stack.response_text(stack.click(VIEWER, "approve", card))
+    # A second Slack account of the requester (same profile email) is not a second person.
+    assert "profile email is the requester's" in stack.response_text(stack.click(TWIN, "approve", card))
     assert stack.status(card.request_id) == "pending"
     assert not cloudsql.calls_to("SqlBackupRunsService/Insert") and not cloudsql.restored
 
