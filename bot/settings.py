@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     )
     cloudsql_timeout_seconds: float = Field(15.0, gt=0, le=120, description="Timeout of one Cloud SQL Admin API call.")
     cloudsql_poll_seconds: float = Field(
-        5.0, gt=0, le=60, description="First wait between two reads of a Cloud SQL operation (doubles up to 30 s)."
+        5.0, gt=0, le=60, description="First wait between two reads of a Cloud SQL operation (grows 1.5x per poll, up to 30 s)."
     )
     cloudsql_operation_timeout_seconds: int = Field(
         3600, ge=10, le=86400, description="How long the bot follows one Cloud SQL operation before it gives up."
