@@ -145,7 +145,7 @@ def test_restore_needs_two_approvers_takes_a_safety_backup_first_then_restores(
     assert stack.status(card.request_id) == "pending" and not cloudsql.calls_to("SqlBackupRunsService/Insert")
     assert "already approved" in stack.response_text(stack.click(APPROVER, "approve", card))
     stack.click(APPROVER_2, "approve", card)
-    stack.wait_status(card.request_id, "executed")
+    stack.wait_status(card.request_id, "executed", timeout=30)
     deadline = time.monotonic() + 20
     while cloudsql.restored != [(INSTANCE, target)] and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -185,7 +185,7 @@ def test_restore_goes_stale_when_the_target_changed_after_the_request(
         run.status = run.status.__class__.DELETED
     stack.click(APPROVER, "approve", card)
     stack.click(APPROVER_2, "approve", card)
-    stack.wait_status(card.request_id, "stale")
+    stack.wait_status(card.request_id, "stale", timeout=30)
     assert not cloudsql.calls_to("SqlBackupRunsService/Insert") and not cloudsql.restored
 
 
