@@ -10,6 +10,7 @@ from bot.roles import Role
 from bot.settings import Settings
 
 if TYPE_CHECKING:
+    from bot.adapters.cloudsql import CloudSqlGateway
     from bot.adapters.kubernetes import KubeGateway
     from bot.adapters.prometheus import PrometheusGateway
     from bot.adapters.registry import RegistryGateway
@@ -38,6 +39,7 @@ class Backends:
     _prometheus: PrometheusGateway | None = None
     _registry: RegistryGateway | None = None
     _secret_manager: SecretManagerGateway | None = None
+    _cloudsql: CloudSqlGateway | None = None
     # Services of the core that procedures read (`/aia alerts`, `/aia page`...); set by build_core.
     alerts: AlertService | None = None
     escalation: EscalationService | None = None
@@ -85,6 +87,19 @@ class Backends:
                 self.settings.secretmanager_timeout_seconds)
         return self._secret_manager
 
+    @property
+    def cloudsql(self) -> CloudSqlGateway:
+        if self._cloudsql is None:
+            from bot.adapters.cloudsql import CloudSqlGateway
+
+            self._cloudsql = CloudSqlGateway(
+                self.settings.gcp_project,
+                self.settings.cloudsql_instance,
+                self.settings.cloudsql_emulator_host,
+                self.settings.cloudsql_timeout_seconds,
+            )
+        return self._cloudsql
+
 
 @dataclass(frozen=True)
 class ProcedureContext:
@@ -102,3 +117,7 @@ class ProcedureContext:
     @property
     def prometheus(self) -> PrometheusGateway:
         return self.backends.prometheus
+
+    @property
+    def cloudsql(self) -> CloudSqlGateway:
+        return self.backends.cloudsql

@@ -88,6 +88,9 @@ class Result:
     # Progress after the answer (a rollout): each yielded Result replaces the previous
     # one in the thread. Runs on a worker thread after the answer was posted.
     followup: Callable[[], Iterator[Result]] | None = None
+    # A stored long operation (bot/store/cloud_operations) the followup follows: the handler
+    # records where the progress is shown, so a restarted bot updates the same message.
+    resume_key: str | None = None
 
     def add(self, part: Part) -> Result:
         self.parts.append(part)

@@ -84,7 +84,22 @@ class Settings(BaseSettings):
     # --- Google Cloud --------------------------------------------------------
     gcp_project: str = Field("a-467519", description="Google Cloud project.")
     cloudsql_instance: str = Field("mas-system-postgres", description="Cloud SQL instance.")
-    cloudsql_api_endpoint: str | None = Field(None, description="Cloud SQL Admin API endpoint override.")
+    cloudsql_emulator_host: str | None = Field(
+        None,
+        description="host:port of a local Cloud SQL Admin API (plaintext gRPC, anonymous); unset = Google's, "
+        "with application default credentials (Workload Identity).",
+    )
+    cloudsql_timeout_seconds: float = Field(15.0, gt=0, le=120, description="Timeout of one Cloud SQL Admin API call.")
+    cloudsql_poll_seconds: float = Field(
+        5.0, gt=0, le=60, description="First wait between two reads of a Cloud SQL operation (grows 1.5x per poll, up to 30 s)."
+    )
+    cloudsql_operation_timeout_seconds: int = Field(
+        3600, ge=10, le=86400, description="How long the bot follows one Cloud SQL operation before it gives up."
+    )
+    cloudsql_operation_lease_seconds: float = Field(
+        60.0, ge=2, le=3600,
+        description="A Cloud SQL operation not heartbeated this long is resumed by another replica or a restart.",
+    )
 
     # --- Images and Secret Manager ---------------------------------------------
     aia_image_repository: str = Field(
@@ -254,7 +269,7 @@ class Settings(BaseSettings):
             raise ValueError("name at least one registry, e.g. gcr.io/a-467519")
         return ",".join(prefixes)
 
-    @field_validator("secretmanager_emulator_host")
+    @field_validator("secretmanager_emulator_host", "cloudsql_emulator_host")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value in (None, ""):

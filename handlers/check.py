@@ -103,6 +103,7 @@ def run_check(out: Callable[[str], None] = print, config_only: bool = False) -> 
     else:
         line("warn", "prometheus", "PROMETHEUS_URL not set: /aia metrics and /aia query are unavailable")
     failures += _check_google(core, line)
+    failures += _check_cloudsql(core, line)
     failures += _check_paging(core, line)
     out("all configured backends answer" if not failures else f"{failures} problem(s)")
     return 0 if not failures else 1
@@ -188,3 +189,36 @@ def _check_google(core: Core, line: Callable[[str, str, str], None]) -> int:
             line("FAIL", "secret manager", str(exc))
             failures += 1
     return failures
+def _check_cloudsql(core: Core, line: Callable[[str, str, str], None]) -> int:
+    """The Cloud SQL instance through the Admin API, with the credentials the bot will use."""
+    import os
+    from pathlib import Path
+
+    from bot.adapters.cloudsql import CloudSqlNotAllowed, CloudSqlPermissionDenied
+
+    settings = core.settings
+    where = settings.cloudsql_emulator_host or "sqladmin.googleapis.com"
+    adc_file = Path(os.environ.get("CLOUDSDK_CONFIG", Path.home() / ".config" / "gcloud")) / \
+        "application_default_credentials.json"
+    if not (settings.cloudsql_emulator_host or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+            or os.environ.get("KUBERNETES_SERVICE_HOST") or adc_file.exists()):
+        # Off Google and without credentials, google-auth would probe the metadata server for seconds.
+        line("warn", "cloudsql", "no Google credentials here (not in a cluster, no GOOGLE_APPLICATION_CREDENTIALS, "
+             "no CLOUDSQL_EMULATOR_HOST): /aia db ... is unavailable")
+        return 0
+    try:
+        inst = core.backends.cloudsql.instance()
+    except CloudSqlPermissionDenied as exc:
+        line("FAIL", "cloudsql", str(exc))
+        return 1
+    except CloudSqlNotAllowed as exc:
+        if settings.cloudsql_emulator_host:
+            line("FAIL", "cloudsql", str(exc))
+            return 1
+        line("warn", "cloudsql", f"{exc} /aia db ... is unavailable.")
+        return 0
+    except (BackendUnavailable, UserError) as exc:
+        line("FAIL", "cloudsql", str(exc))
+        return 1
+    line("ok", "cloudsql", f"{inst.project}:{inst.name} {inst.state} via {where}")
+    return 0

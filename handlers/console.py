@@ -73,6 +73,7 @@ class Sandbox:
 
     def __init__(self) -> None:
         from sandbox.aia_seed import seed_aia_system
+        from sandbox.cloudsql_server import FakeCloudSqlServer, seed_cloudsql
         from sandbox.kube_server import FakeKubeAPIServer
         from sandbox.slack_server import FakeSlackServer
 
@@ -85,6 +86,9 @@ class Sandbox:
             self.slack.add_user(user.user_id, user.name, user.email)
         self.kubeconfig = self.kube.write_kubeconfig(os.path.join(self.dir.name, "kubeconfig"))
         self._start_google_cloud()
+        # Cloud SQL operations take a few seconds here, so their progress can be watched.
+        self.cloudsql = FakeCloudSqlServer(operation_seconds=4).start()
+        seed_cloudsql(self.cloudsql)
 
     def _start_google_cloud(self) -> None:
         """Secret Manager (and its ExternalSecrets operator) always; the registry when Debian's is installed."""
@@ -118,6 +122,8 @@ class Sandbox:
             "SECRETMANAGER_EMULATOR_HOST": self.secret_manager.address,
             "AIA_ROTATABLE_SECRETS": "aia-api-key",
             "AIA_SECRET_SYNC_TIMEOUT_SECONDS": "30",
+            "CLOUDSQL_EMULATOR_HOST": self.cloudsql.host,
+            "CLOUDSQL_POLL_SECONDS": "1",
         }
         # Without the local registry, a closed local port: the sandbox never reaches the real gcr.io.
         env["AIA_REGISTRY_URL"] = self.registry.url if self.registry is not None else "http://127.0.0.1:9"
@@ -149,6 +155,7 @@ class Sandbox:
             self.registry.stop()
         self.kube.stop()
         self.slack.stop()
+        self.cloudsql.stop()
         self.dir.cleanup()
 
 
@@ -303,6 +310,8 @@ class Console:
                     self.out("  … " + render_text(step)[0].splitlines()[0])
                 if last is not None:
                     self.out(render_text(last)[0])
+            for step in outcome.executed.followup() if outcome.executed.followup else ():
+                self.out("  … " + render_text(step)[0].splitlines()[-1])
         self._show_card(request_id, ts)
 
 

@@ -19,6 +19,7 @@ from bot.core import Core
 from bot.errors import ConfigurationError
 from bot.store.db import ping
 from handlers.alertmanager import AlertmanagerWebhook
+from handlers.cloud_operations import CloudOperationResumer
 from handlers.render_alerts import BlockKitAlertRenderer
 from handlers.request_guard import REFUSED, BodyLimit, RefusalSampler
 from handlers.slack_app import ApprovalSweeper, SlackFrontend
@@ -71,7 +72,7 @@ def build_http_app(core: Core, frontend: SlackFrontend) -> Starlette:
     if core.alerts is not None:
         # The core renders alert messages as plain text unless an entry point gives it Block Kit.
         core.alerts.renderer = BlockKitAlertRenderer(core.settings)
-    services = [*background_services(core), ApprovalSweeper(frontend)]
+    services = [*background_services(core), ApprovalSweeper(frontend), CloudOperationResumer(frontend)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

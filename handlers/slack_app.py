@@ -247,6 +247,10 @@ class SlackFrontend:
             if progress_ts is None:
                 progress_ts = self.web.chat_postMessage(channel=channel, thread_ts=thread_ts, text=message.text,
                                                         blocks=message.blocks).get("ts")
+                if result.resume_key:  # a stored operation: a restarted bot updates this same message
+                    from handlers.cloud_operations import remember_progress
+
+                    remember_progress(self.core, result.resume_key, channel, thread_ts, progress_ts)
             else:
                 self.web.chat_update(channel=channel, ts=progress_ts, text=message.text, blocks=message.blocks)
 

@@ -10,6 +10,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.background import background_services
+from handlers.cloud_operations import CloudOperationResumer
 from handlers.slack_app import ApprovalSweeper
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def run_socket_mode() -> int:
     settings = frontend.core.settings
     assert settings.slack_app_token is not None
     app_token = settings.slack_app_token.get_secret_value()
-    services = [*background_services(frontend.core), ApprovalSweeper(frontend)]
+    services = [*background_services(frontend.core), ApprovalSweeper(frontend), CloudOperationResumer(frontend)]
 
     async def main() -> None:
         # The Socket Mode client opens its aiohttp session on the running loop.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.procedures import (
     alerts,
     cluster,
+    database,
     database_check,
     escalation,
     images,
@@ -19,7 +20,7 @@ from bot.registry import Registry
 
 # Each module declares PROCEDURES; a new module is added to this tuple.
 MODULES = (info, cluster, logs, metrics, security, alerts, escalation,
-           database_check, recovery, images, secret_manager)
+           database, database_check, recovery, images, secret_manager)
 
 
 def build_registry(

@@ -24,6 +24,8 @@ def test_runbook_defaults() -> None:
         ({"PROMETHEUS_URL": "prometheus:9090"}, "PROMETHEUS_URL"),
         ({"AIA_HPA_MAX_REPLICAS": "lots"}, "AIA_HPA_MAX_REPLICAS"),
         ({"AIA_WORKER_THREADS": "0"}, "AIA_WORKER_THREADS"),
+        ({"CLOUDSQL_EMULATOR_HOST": "http://127.0.0.1:9470"}, "CLOUDSQL_EMULATOR_HOST"),
+        ({"CLOUDSQL_TIMEOUT_SECONDS": "0"}, "CLOUDSQL_TIMEOUT_SECONDS"),
     ],
 )
 def test_malformed_setting_is_named(env: dict[str, str], named: str) -> None:

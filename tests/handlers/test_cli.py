@@ -98,6 +98,22 @@ def test_check_reaches_the_registry_and_the_rotatable_secrets(bot_env, secret_ma
     assert "sandbox-api-key" not in done.stdout + done.stderr
 
 
+def test_check_reaches_cloud_sql_and_names_a_missing_permission(bot_env) -> None:  # type: ignore[no-untyped-def]
+    from sandbox.cloudsql_server import FakeCloudSqlServer, seed_cloudsql
+
+    server = FakeCloudSqlServer().start()
+    seed_cloudsql(server)
+    try:
+        done = _run(["check"], env={**bot_env, "CLOUDSQL_EMULATOR_HOST": server.host})
+        assert any(line.startswith("ok") and "cloudsql" in line and "a-467519:mas-system-postgres RUNNABLE" in line
+                   for line in done.stdout.splitlines()), done.stdout
+        server.deny.add("cloudsql.instances.get")
+        denied = _run(["check"], env={**bot_env, "CLOUDSQL_EMULATOR_HOST": server.host})
+        assert denied.returncode == 1 and "`cloudsql.instances.get`" in denied.stdout
+    finally:
+        server.stop()
+
+
 def test_check_fails_when_kubernetes_is_down(bot_env, kube) -> None:  # type: ignore[no-untyped-def]
     kube.stop()
     done = _run(["check"], env=bot_env)

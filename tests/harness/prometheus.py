@@ -52,6 +52,11 @@ class AiaExporter:
         self.requests = Counter("http_requests_total", "requests", ["status"], registry=self.registry)
         self.latency = Histogram("http_request_duration_seconds", "latency", registry=self.registry)
         self.memory = Gauge("container_memory_usage_bytes", "memory", ["pod", "container"], registry=self.registry)
+        # The runbook's "Database Performance" metrics as the app's pool exports them (`/aia db status`).
+        self.pool_in_use = Gauge("db_pool_connections_in_use", "pool", registry=self.registry)
+        self.pool_total = Gauge("db_pool_connections_total", "pool", registry=self.registry)
+        self.pool_in_use.set(7)
+        self.pool_total.set(20)
         self.error_share = 0.2
         self.port = free_port()
         self._stop = threading.Event()
