@@ -85,7 +85,6 @@ def test_audit_verify(bot_env, tmp_path) -> None:  # type: ignore[no-untyped-def
     import sqlite3
 
     env = {**bot_env, "DATABASE_URL": f"sqlite:///{tmp_path}/audit.db"}
-    _run(["check"], env=env)  # creates the schema
     from bot.core import build_core
     from bot.settings import load_settings
     from bot.store.audit import AuditRecord
