@@ -67,6 +67,10 @@ def test_serve_with_rejected_token_says_so(bot_env) -> None:  # type: ignore[no-
 
 
 def test_check_reports_each_backend(bot_env, prometheus) -> None:  # type: ignore[no-untyped-def]
+    from bot.core import build_core
+    from bot.settings import load_settings
+
+    build_core(load_settings(bot_env)).engine.dispose()  # `check` looks at a database, never creates one
     done = _run(["check"], env={**bot_env, "PROMETHEUS_URL": prometheus.url})
     assert done.returncode == 0, done.stdout + done.stderr
     for backend in ("settings", "database", "slack", "kubernetes", "prometheus"):
