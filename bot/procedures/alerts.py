@@ -80,7 +80,7 @@ def _without_alertmanager(ctx: ProcedureContext) -> Result:
     except BackendUnavailable as exc:
         return Result(title="Firing alerts: unknown", status=Status.WARNING, summary="alerts unknown",
                       parts=[Text(f"{NOT_CONNECTED}, and {exc}")])
-    note = Text(f"_From Prometheus: {NOT_CONNECTED}._")
+    note = Text(f"From Prometheus. {NOT_CONNECTED}.")
     if not firing:
         return Result(title="Firing alerts", status=Status.OK, summary="nothing firing (Prometheus)",
                       parts=[Text("Nothing is firing."), note])

@@ -45,7 +45,7 @@ def test_no_alertmanager_asks_prometheus_and_says_where_the_answer_came_from(  #
     result, text = _alerts(bot_env, tmp_path, roles, PROMETHEUS_URL=prometheus.url)
     firing = prometheus.wait_for('ALERTS{alertstate="firing"}')  # the test data makes its rules fire
     after = _alerts(bot_env, tmp_path, roles, PROMETHEUS_URL=prometheus.url)[0]
-    assert "unknown" not in result.title and "From Prometheus: Alertmanager is not connected" in text
+    assert "unknown" not in result.title and "From Prometheus. Alertmanager is not connected" in text
     assert after.title.startswith("Firing alerts · ") and after.status is not Status.OK
     assert firing[0]["metric"]["alertname"] in str(after.parts)
 
