@@ -29,7 +29,7 @@ def test_console_switches_user_and_clicks_buttons() -> None:
     assert "System status" in out
     assert "Pod aia-api-blue-" in out  # button 1 of status: describe the worst pod
     assert "you are now eve (none)" in out
-    assert "refused: `/aia pods` needs the viewer role; you have no role" in out
+    assert "refused: /aia pods needs the viewer role; you have no role" in out
     assert "/aia top pods" in out
 
 
@@ -38,11 +38,11 @@ def test_console_sandbox_pages_and_acknowledges() -> None:
     done = _run(["console", "--sandbox"], stdin=script)
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "*1 · on-call* · then wait 2m" in out and "<@U0ALICE>" in out
+    assert "1 · on-call · then wait 2m" in out and "@alice" in out
     # The pages the bot posted to the sandbox Slack, printed under the command that started them.
-    assert "slack thread: :rotating_light: *Paging level 1 · on-call*: @alice" in out
-    assert "slack DM: :rotating_light: You are paged (level 1 on-call)" in out
-    assert "Acknowledged* by @bob" in out and "Timers stopped" in out
+    assert "slack thread: 🚨 Paging level 1 · on-call: @alice" in out
+    assert "slack DM: 🚨 You are paged (level 1 on-call)" in out
+    assert "Acknowledged by @bob" in out and "Timers stopped" in out
     assert "Traceback" not in out + done.stderr
 
 
