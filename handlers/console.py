@@ -236,7 +236,8 @@ class Console:
         self.user = SANDBOX_USERS[0]
         self.buttons: list[Action] = []
         self._cards = 0
-        self.markup = terminal_markup({u.user_id: u.name for u in SANDBOX_USERS},
+        self.markup = terminal_markup({**{u.user_id: u.name for u in SANDBOX_USERS},
+                                       SANDBOX_CHANNEL: "aia-production-alerts"},
                                       ansi=interactive and self.terminal.isatty())
         self.follows: list[Follow] = []
         self._lock = threading.RLock()

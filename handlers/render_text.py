@@ -21,7 +21,7 @@ _ANGLE = re.compile(r"<([^<>]+)>")
 def terminal_markup(names: Mapping[str, str] | None = None, ansi: bool = False) -> Callable[[str], str]:
     """A converter of Slack mrkdwn for a terminal.
 
-    Mentions become ``@name`` (``names``: user id → name), links ``label (url)``, shortcodes
+    Mentions become ``@name`` and channels ``#name`` (``names``: user or channel id → name), links ``label (url)``, shortcodes
     emoji, ``*bold*`` bold (ANSI on a terminal, the bare words in a pipe), ``_italic_`` and
     ``code`` their words; entities are decoded last, so an escaped ``&lt;`` stays text.
     """
@@ -32,7 +32,7 @@ def terminal_markup(names: Mapping[str, str] | None = None, ansi: bool = False) 
         if inside.startswith("@"):
             return "@" + (label or names.get(inside[1:], inside[1:]))
         if inside.startswith("#"):
-            return "#" + (label or inside[1:])
+            return "#" + (label or names.get(inside[1:], inside[1:]))
         if inside.startswith("!"):
             return label or "@" + inside[1:].split("^")[0]
         return f"{label} ({inside})" if label and label != inside else inside
