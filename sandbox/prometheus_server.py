@@ -176,7 +176,9 @@ Node = Callable[[SandboxPrometheus, float], list[tuple[Labels, float]]]
 _TOKEN = re.compile(r'\s*(?:(?P<number>\d+(?:\.\d+)?)|(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)|(?P<string>"(?:[^"\\]|\\.)*")'
                     r'|(?P<duration>\[\d+[smhd]\])|(?P<op>=~|!~|!=|==|>=|<=|[=(){},><]))')
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_AGGREGATIONS = {"sum": sum, "avg": lambda v: sum(v) / len(v), "max": max, "min": min, "count": len}
+_AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
+    "sum": sum, "avg": lambda v: sum(v) / len(v), "max": max, "min": min, "count": lambda v: float(len(v)),
+}
 
 
 class _Parser:

@@ -8,8 +8,8 @@ from typing import Any
 from bot.alerts.render import duration_text
 from bot.alerts.store import AlertStore, GroupView
 from bot.context import ProcedureContext
-from bot.registry import Procedure, RiskClass
 from bot.errors import BackendUnavailable
+from bot.registry import Procedure, RiskClass
 from bot.results import Result, Status, Table, Text
 
 SECTION = "Monitoring & Alerting › Setting Up Alerts"
