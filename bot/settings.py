@@ -232,6 +232,22 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("aia_app_selector")
+    @classmethod
+    def _app_selector(cls, value: str) -> str:
+        if value:
+            from bot.validators import label_selector
+
+            label_selector(value)  # its ValueError says the right form
+        return value
+
+    @field_validator("aia_log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
+
     @field_validator("slack_bot_token")
     @classmethod
     def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:

@@ -35,6 +35,8 @@ CORPUS: list[tuple[str, str]] = [
     ("SLACK_API_URL", "slack.com/api"),
     ("PROMETHEUS_URL", "prometheus:9090"),
     ("AIA_WORKER_THREADS", "many"),
+    ("AIA_APP_SELECTOR", "app=aia api"),
+    ("AIA_LOG_LEVEL", "verbose"),
 ]
 SECRETS = ("hunter2-db-password", "1234-pasted-into-the-wrong-place", "1-pasted-into-the-wrong-place")
 
