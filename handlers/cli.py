@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING
 from bot.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from bot.settings import Settings
     from handlers.slack_app import SlackFrontend
+
+SERVE_REQUIRES = ("slack_bot_token", "slack_signing_secret")
+SOCKET_REQUIRES = ("slack_bot_token", "slack_app_token")
 
 
 def _configure_logging(level: str) -> None:
@@ -23,16 +27,18 @@ def _configure_logging(level: str) -> None:
     # urllib3 and slack_sdk at DEBUG print request headers, which carry tokens.
     for noisy in ("urllib3", "slack_sdk", "slack_bolt", "kubernetes"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    # Alembic announces each of its plugins at INFO on every start: noise, not news.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
-def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
-    """Settings, database, and Slack's word that the token is good: what every Slack mode needs first."""
-    from slack_sdk.errors import SlackApiError
+def settings_for(required: tuple[str, ...], command: str) -> Settings:
+    """The settings, checked as far as they can be without calling anything.
 
-    from bot.core import build_core
+    Done before the heavy imports (Slack, Kubernetes, SQLAlchemy), so a mistake is one line
+    in a moment, not after seconds of loading.
+    """
     from bot.settings import load_settings
-    from handlers.slack_app import SlackFrontend
-    from handlers.startup import preflight, quiet_slack_client
+    from handlers.startup import preflight
 
     settings = load_settings()
     _configure_logging(settings.aia_log_level)
@@ -40,6 +46,20 @@ def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
         if getattr(settings, name) is None:
             raise ConfigurationError(f"{name.upper()} is not set; `{command}` needs it")
     preflight(settings)
+    return settings
+
+
+def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
+    """Settings, database, and Slack's word that the token is good: what every Slack mode needs first."""
+    from handlers.startup import quiet_slack_client
+
+    settings = settings_for(required, command)
+
+    from slack_sdk.errors import SlackApiError
+
+    from bot.core import build_core
+    from handlers.slack_app import SlackFrontend
+
     core = build_core(settings)
     assert core.web is not None
     try:
@@ -55,12 +75,13 @@ def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings_for(SERVE_REQUIRES, "aia-bot serve")  # fail fast, before uvicorn's and Bolt's imports
     import uvicorn
 
     from bot.adapters.kubernetes import load_api_modules
     from handlers.http_app import build_http_app
 
-    frontend = start_frontend(("slack_bot_token", "slack_signing_secret"), "aia-bot serve")
+    frontend = start_frontend(SERVE_REQUIRES, "aia-bot serve")
     core = frontend.core
     app = build_http_app(core, frontend)
     logging.getLogger("aia_bot").info("serving on %s:%s for team %s", args.host, args.port, frontend.team_id)
@@ -121,6 +142,7 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def _socket(args: argparse.Namespace) -> int:
+    settings_for(SOCKET_REQUIRES, "aia-bot socket")  # fail fast, before Bolt's imports
     from handlers.socket_mode import run_socket_mode
 
     return run_socket_mode()

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from bot.errors import ConfigurationError
-from bot.settings import Settings
+from bot.settings import Settings, load_config_file
 
 
 def check_kubeconfig(settings: Settings) -> None:
@@ -40,6 +40,7 @@ def check_kubeconfig(settings: Settings) -> None:
 
 def preflight(settings: Settings) -> None:
     """Everything about the settings that can be known without calling a backend."""
+    load_config_file(settings.aia_bot_config)
     check_kubeconfig(settings)
 
 

@@ -65,7 +65,7 @@ def _base_env(tmp: Path) -> dict[str, str]:
 
 def _run(command: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     args = [aia_bot_executable(), command] + (["--port", "0"] if command == "serve" else [])
-    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=180)
 
 
 @pytest.mark.parametrize("command", ["check", "serve", "socket"])
@@ -73,7 +73,7 @@ def test_each_configuration_mistake_is_one_line_naming_the_setting(command: str,
     _files(tmp_path)
     base = _base_env(tmp_path)
     cases = [(name, value.format(tmp=tmp_path)) for name, value in CORPUS]
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda case: _run(command, {**base, case[0]: case[1]}, tmp_path), cases))
     for (name, value), done in zip(cases, runs, strict=True):
         output = done.stdout + done.stderr
