@@ -244,7 +244,8 @@ class Console:
         # The progress line sits right above the prompt while nothing else has printed since.
         self._at_prompt = False
         self._progress_shown = False
-        self._abandoned: set[int] = set()
+        # Per command thread: set when Ctrl-C abandons the command running on it.
+        self._command = threading.local()
         self._pending: list[str] = []
 
     @property
@@ -253,7 +254,8 @@ class Console:
 
     # -- output ------------------------------------------------------------------------------
     def out(self, text: str) -> None:
-        if threading.get_ident() in self._abandoned:
+        abandoned = getattr(self._command, "abandoned", None)
+        if abandoned is not None and abandoned.is_set():
             return  # a command the user cancelled with Ctrl-C: its answer is not wanted
         with self._lock:
             self._progress_shown = False
@@ -348,8 +350,10 @@ class Console:
     def run_line(self, line: str) -> bool:
         """Run one line in a worker thread; Ctrl-C (KeyboardInterrupt here) abandons only it."""
         result: list[bool] = [True]
+        abandoned = threading.Event()
 
         def work() -> None:
+            self._command.abandoned = abandoned
             result[0] = self.handle_line(line)
 
         worker = threading.Thread(target=work, name="console-command", daemon=True)
@@ -358,8 +362,7 @@ class Console:
             while worker.is_alive():
                 worker.join(0.1)
         except KeyboardInterrupt:
-            assert worker.ident is not None
-            self._abandoned.add(worker.ident)
+            abandoned.set()
             with self._lock:
                 self._print("cancelled; its answer will not be shown (a change it already made stays made)")
             return True
