@@ -126,7 +126,7 @@ class Dispatcher:
         except UserError as exc:
             return self._finish(
                 caller, proc.name, args_json, OutcomeKind.USER_ERROR, redact(exc.message),
-                exc.usage or f"Usage: `{proc.syntax}`", proc.risk,
+                exc.usage, proc.risk,  # a usage line only where the error is about usage
             )
         except (BackendUnavailable, ConfigurationError) as exc:
             return self._finish(caller, proc.name, args_json, OutcomeKind.FAILED, redact(str(exc)), None, proc.risk)

@@ -18,6 +18,9 @@ from bot.errors import ConfigurationError
 from bot.escalation.policy import EscalationPolicy
 
 SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+# What Kubernetes accepts: a namespace is a DNS-1123 label, other objects DNS-1123 subdomains.
+_K8S_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_K8S_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class Settings(BaseSettings):
@@ -288,6 +291,85 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        # Parsed here so a typo is one line at start, not a SQLAlchemy traceback; the
+        # value itself is never echoed (it may hold a password).
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "is not a database URL; use postgresql://USER@HOST/DB or sqlite:///PATH"
+            ) from None
+        if backend not in ("postgresql", "postgres", "sqlite"):
+            raise ValueError(
+                f"{backend} is not supported; use postgresql://USER@HOST/DB or sqlite:///PATH"
+            )
+        return value
+
+    @field_validator("aia_namespace", "aia_monitoring_namespace")
+    @classmethod
+    def _namespace_name(cls, value: str) -> str:
+        if not _K8S_LABEL.match(value):
+            raise ValueError(
+                "is not a Kubernetes namespace name: at most 63 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit (e.g. aia-production)"
+            )
+        return value
+
+    @field_validator(
+        "aia_deployment_blue", "aia_deployment_green", "aia_api_service", "aia_config_map",
+        "aia_external_secret",
+    )
+    @classmethod
+    def _object_name(cls, value: str) -> str:
+        if not _K8S_SUBDOMAIN.match(value):
+            raise ValueError(
+                "is not a Kubernetes object name: lowercase letters, digits, '-' and '.', "
+                "starting and ending with a letter or digit (e.g. aia-api-blue)"
+            )
+        return value
+
+    @field_validator("aia_app_selector")
+    @classmethod
+    def _app_selector(cls, value: str) -> str:
+        if value:
+            from bot.validators import label_selector
+
+            label_selector(value)  # its ValueError says the right form
+        return value
+
+    @field_validator("aia_log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return value.upper()
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError(
+                "must be the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page"
+            )
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError(
+                "must be an app-level token (xapp-…) with connections:write, from the app's "
+                "Basic Information page; the xoxb- token goes in SLACK_BOT_TOKEN"
+            )
+        return value
+
+
 class RolesConfig(BaseModel):
     """Who may do what. Each role includes the ones listed before it."""
 
@@ -340,7 +422,8 @@ def _describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         name = (prefix + where) if prefix else where.upper()
-        lines.append(f"{name}: {err['msg']}")
+        # pydantic prefixes our own messages with "Value error, ": noise in a one-line answer.
+        lines.append(f"{name}: {err['msg'].removeprefix('Value error, ')}")
     return "; ".join(lines)
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.errors import BackendUnavailable, ConfigurationError, UserError
 from bot.escalation.channels import PageFailed
 from bot.escalation.service import check_paging_settings
 from bot.settings import BotConfigFile, Settings, load_config_file, load_settings
+from handlers.startup import preflight, quiet_slack_client
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -24,9 +27,11 @@ def run_check(out: Callable[[str], None] = print, config_only: bool = False) -> 
     try:
         settings = load_settings()
         config = load_config_file(settings.aia_bot_config)
+        preflight(settings)
     except ConfigurationError as exc:
+        # A configuration mistake, not a backend that does not answer: exit 2 like serve and socket.
         line("FAIL", "settings", str(exc))
-        return 1
+        return 2
     line("ok", "settings", f"namespace {settings.aia_namespace}, channel {settings.aia_alert_channel}")
     roles = config.roles
     line(
@@ -70,16 +75,19 @@ def run_check(out: Callable[[str], None] = print, config_only: bool = False) -> 
 
     from bot.core import build_core
 
+    scratch, settings = _without_creating_the_database(settings, line)
     try:
         core = build_core(settings, config)
-        line("ok", "database", f"{core.engine.dialect.name}, schema up to date")
+        if scratch is None:
+            line("ok", "database", f"{core.engine.dialect.name}, schema up to date")
     except ConfigurationError as exc:
         line("FAIL", "database", str(exc))
         return 1
 
     if core.web is not None:
         try:
-            auth = core.web.auth_test()
+            with quiet_slack_client():
+                auth = core.web.auth_test()
             line("ok", "slack", f"workspace {auth.get('team')} ({auth.get('team_id')}), bot {auth.get('user')}")
         except Exception as exc:  # noqa: BLE001 - report and go on to the next backend
             line("FAIL", "slack", f"{settings.slack_api_url}: {getattr(exc, 'response', {}) and exc.response.get('error') or type(exc).__name__}")  # type: ignore[attr-defined]
@@ -134,6 +142,25 @@ def check_configuration(
     if settings.database_url.startswith("sqlite"):
         line("warn", "database", "DATABASE_URL is SQLite: fine for one process, not for 2-5 replicas")
     return failures
+
+
+def _without_creating_the_database(
+    settings: Settings, line: Callable[[str, str, str], None]
+) -> tuple[tempfile.TemporaryDirectory[str] | None, Settings]:
+    """A check only looks: a SQLite file that does not exist yet is not created (in the
+    current directory, with the default URL); the rest is checked against a scratch copy."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None, settings
+    path = Path(url.database)
+    if path.exists():
+        return None, settings
+    line("warn", "database", f"SQLite file {path} does not exist yet; `aia-bot serve` creates it "
+         "(set DATABASE_URL=postgresql://… for 2 or more replicas)")
+    scratch = tempfile.TemporaryDirectory(prefix="aia-bot-check-")
+    return scratch, settings.model_copy(update={"database_url": f"sqlite:///{scratch.name}/check.db"})
 
 
 def _check_paging(core: Core, line: Callable[[str, str, str], None]) -> int:

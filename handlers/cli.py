@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING
 from bot.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from bot.settings import Settings
     from handlers.slack_app import SlackFrontend
+
+SERVE_REQUIRES = ("slack_bot_token", "slack_signing_secret")
+SOCKET_REQUIRES = ("slack_bot_token", "slack_app_token")
 
 
 def _configure_logging(level: str) -> None:
@@ -23,25 +27,44 @@ def _configure_logging(level: str) -> None:
     # urllib3 and slack_sdk at DEBUG print request headers, which carry tokens.
     for noisy in ("urllib3", "slack_sdk", "slack_bolt", "kubernetes"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+    # Alembic announces each of its plugins at INFO on every start: noise, not news.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
-def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
-    """Settings, database, and Slack's word that the token is good: what every Slack mode needs first."""
-    from slack_sdk.errors import SlackApiError
+def settings_for(required: tuple[str, ...], command: str) -> Settings:
+    """The settings, checked as far as they can be without calling anything.
 
-    from bot.core import build_core
+    Done before the heavy imports (Slack, Kubernetes, SQLAlchemy), so a mistake is one line
+    in a moment, not after seconds of loading.
+    """
     from bot.settings import load_settings
-    from handlers.slack_app import SlackFrontend
+    from handlers.startup import preflight
 
     settings = load_settings()
     _configure_logging(settings.aia_log_level)
     for name in required:
         if getattr(settings, name) is None:
             raise ConfigurationError(f"{name.upper()} is not set; `{command}` needs it")
+    preflight(settings)
+    return settings
+
+
+def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
+    """Settings, database, and Slack's word that the token is good: what every Slack mode needs first."""
+    from handlers.startup import quiet_slack_client
+
+    settings = settings_for(required, command)
+
+    from slack_sdk.errors import SlackApiError
+
+    from bot.core import build_core
+    from handlers.slack_app import SlackFrontend
+
     core = build_core(settings)
     assert core.web is not None
     try:
-        auth = core.web.auth_test()
+        with quiet_slack_client():
+            auth = core.web.auth_test()
     except SlackApiError as exc:
         raise ConfigurationError(
             f"SLACK_BOT_TOKEN was refused by Slack ({exc.response.get('error')})"
@@ -52,12 +75,13 @@ def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings_for(SERVE_REQUIRES, "aia-bot serve")  # fail fast, before uvicorn's and Bolt's imports
     import uvicorn
 
     from bot.adapters.kubernetes import load_api_modules
     from handlers.http_app import build_http_app
 
-    frontend = start_frontend(("slack_bot_token", "slack_signing_secret"), "aia-bot serve")
+    frontend = start_frontend(SERVE_REQUIRES, "aia-bot serve")
     core = frontend.core
     app = build_http_app(core, frontend)
     logging.getLogger("aia_bot").info("serving on %s:%s for team %s", args.host, args.port, frontend.team_id)
@@ -139,35 +163,68 @@ def _docs(args: argparse.Namespace) -> int:
 
 
 def _socket(args: argparse.Namespace) -> int:
+    settings_for(SOCKET_REQUIRES, "aia-bot socket")  # fail fast, before Bolt's imports
     from handlers.socket_mode import run_socket_mode
 
     return run_socket_mode()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="aia-bot", description="AIA runbook bot")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="HTTP mode: /slack/events, /healthz, /readyz, /metrics")
-    serve.add_argument("--host", default="0.0.0.0")
-    serve.add_argument("--port", type=int, default=3000)
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aia-runbook-bot")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aia-bot",
+        description="AIA runbook bot: the operations runbook as /aia Slack commands.",
+        epilog="Settings come from environment variables (docs/configuration.md). "
+        "A configuration mistake exits with code 2 and one line naming the setting.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="HTTP mode: /slack/events, /alertmanager, /healthz, /readyz, /metrics",
+                           description="Serve Slack's Request URL and Alertmanager's webhook over HTTP.")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=3000, help="port to listen on (default: %(default)s)")
     serve.set_defaults(func=_serve)
-    sub.add_parser("socket", help="Socket Mode: no public URL needed (SLACK_APP_TOKEN)").set_defaults(func=_socket)
-    check = sub.add_parser("check", help="validate the configuration and reach each backend")
+    sub.add_parser("socket", help="Socket Mode: no public URL needed (SLACK_APP_TOKEN)",
+                   description="Run the same app over Slack's Socket Mode; needs SLACK_BOT_TOKEN and "
+                   "SLACK_APP_TOKEN (xapp-…).").set_defaults(func=_socket)
+    check = sub.add_parser("check", help="validate the configuration and reach each backend",
+                           description="Print what is configured and whether each backend answers. Exit 0: all "
+                           "answer; 1: a backend fails; 2: a setting is wrong. Creates nothing.")
     check.add_argument("--config-only", action="store_true",
                        help="validate settings and AIA_BOT_CONFIG only; contact no backend")
     check.set_defaults(func=_check)
-    console = sub.add_parser("console", help="type /aia commands in a terminal")
-    console.add_argument("--sandbox", action="store_true", help="a sandbox cluster and Slack, nothing real")
+    console = sub.add_parser("console", help="type /aia commands in a terminal",
+                             description="Type /aia commands in a terminal (or pipe them in).")
+    console.add_argument("--sandbox", action="store_true",
+                         help="run against a local sandbox cluster, Slack and Prometheus, nothing real")
     console.set_defaults(func=_console)
-    audit = sub.add_parser("audit", help="audit log tools")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser("verify", help="check the HMAC chain (needs AIA_AUDIT_KEY)").set_defaults(func=_audit_verify)
-    audit_sub.add_parser("rekey", help="key the unkeyed entries written before AIA_AUDIT_KEY existed"
-                         ).set_defaults(func=_audit_rekey)
-    docs = sub.add_parser("docs", help="regenerate docs/{coverage,procedures,configuration}.md from the code")
-    docs.add_argument("--runbook", default="docs/RUNBOOK.md")
-    docs.add_argument("--out", default="docs")
+    audit = sub.add_parser("audit", help="audit log tools", description="Audit log tools.")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_sub.add_parser("verify", help="check the HMAC chain (needs AIA_AUDIT_KEY); exit 1 when an entry was "
+                         "edited or deleted", description="Check the audit log's keyed hash chain."
+                         ).set_defaults(func=_audit_verify)
+    audit_sub.add_parser("rekey", help="key the unkeyed entries written before AIA_AUDIT_KEY existed",
+                         description="Key the entries written before AIA_AUDIT_KEY existed, after checking "
+                         "their chain.").set_defaults(func=_audit_rekey)
+    docs = sub.add_parser("docs", help="regenerate docs/{coverage,procedures,configuration}.md from the code",
+                          description="Regenerate the reference pages from the registry and the settings.")
+    docs.add_argument("--runbook", default="docs/RUNBOOK.md",
+                      help="the runbook the coverage page is checked against (default: %(default)s)")
+    docs.add_argument("--out", default="docs", help="directory the pages are written to (default: %(default)s)")
     docs.set_defaults(func=_docs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

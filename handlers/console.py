@@ -7,6 +7,11 @@ the rendering differs. Lines are read from standard input, so it can be piped:
 The sandbox has an escalation policy over its users, with its timers running, so
 ``/aia page``, ``/aia oncall``, ``/aia ack`` work; what the bot posts to the sandbox
 Slack on its own (pages, DMs, thread notes) is printed after each command.
+
+A change that starts a rollout is followed in the background with one progress line kept
+right above the prompt; Ctrl-C stops following it, or abandons the command that is running,
+never the session. Piped, the outcome of a rollout prints when it is known, and where each
+rollout stood when the input ended.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import os
 import secrets
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -27,10 +33,10 @@ from bot.context import Caller
 from bot.core import Core, build_core
 from bot.escalation.policy import EscalationPolicy
 from bot.escalation.scheduler import EscalationScheduler
-from bot.results import Action
+from bot.results import Action, Fields, Result, Status, Text
 from bot.service import OutcomeKind
 from bot.settings import BotConfigFile, RolesConfig, load_settings
-from handlers.render_text import render_text
+from handlers.render_text import STATUS_MARK, render_text, terminal_markup
 
 if TYPE_CHECKING:
     from sandbox.slack_server import FakeSlackServer
@@ -58,6 +64,7 @@ SANDBOX_USERS = [
 ]
 SANDBOX_TEAM = "T0AIA"
 SANDBOX_CHANNEL = "C0ALERTS"
+SANDBOX_NAMESPACE = "aia-production"
 
 CONSOLE_HELP = """\
 Type /aia commands (the "/aia" is optional), or:
@@ -65,71 +72,118 @@ Type /aia commands (the "/aia" is optional), or:
   :user NAME   act as another sandbox user (alice operator, bob approver, carol viewer, dave admin, eve no role)
   :users       list sandbox users
   :click N     click button N of the last answer
+  :stuck on    new sandbox pods never become Ready, so a rollout hangs (:stuck off undoes it)
   :quit        leave"""
 
 
 class Sandbox:
-    """A seeded fake cluster, a fake Slack and a SQLite file in a temporary directory."""
+    """Local stand-ins for the cluster, Slack and Prometheus, and a SQLite file, in a temporary directory.
+
+    Each stand-in starts in its own ``_start_…`` method and adds the settings that point the
+    bot at it to ``self.settings``; a new stand-in is one more method and one more call.
+    """
 
     def __init__(self) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="aia-sandbox-")
+        self.settings: dict[str, str] = {
+            "SLACK_SIGNING_SECRET": "sandbox-signing-secret",
+            "DATABASE_URL": f"sqlite:///{self.dir.name}/aia-bot.db",
+            "AIA_ALERT_CHANNEL": SANDBOX_CHANNEL,
+            # A throwaway database gets a throwaway key: the audit chain is keyed here as in production.
+            "AIA_AUDIT_KEY": secrets.token_hex(32),
+        }
+        self._stops: list[Callable[[], None]] = []
+        try:
+            self._start_kube()
+            self._start_slack()
+            self._start_prometheus()
+            self._start_secret_manager()
+            self._start_registry()
+            self._start_cloudsql()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_kube(self) -> None:
         from sandbox.aia_seed import seed_aia_system
-        from sandbox.cloudsql_server import FakeCloudSqlServer, seed_cloudsql
         from sandbox.kube_server import FakeKubeAPIServer
+
+        self.kube = FakeKubeAPIServer().start()
+        self._stops.append(self.kube.stop)
+        seed_aia_system(self.kube)
+        self.settings["KUBECONFIG"] = self.kube.write_kubeconfig(os.path.join(self.dir.name, "kubeconfig"))
+
+    def _start_slack(self) -> None:
         from sandbox.slack_server import FakeSlackServer
 
-        self.dir = tempfile.TemporaryDirectory(prefix="aia-sandbox-")
-        self.kube = FakeKubeAPIServer().start()
-        seed_aia_system(self.kube)
         self.slack = FakeSlackServer().start()
+        self._stops.append(self.slack.stop)
         self.slack.add_channel(SANDBOX_CHANNEL, "aia-production-alerts", [u.user_id for u in SANDBOX_USERS])
         for user in SANDBOX_USERS:
             self.slack.add_user(user.user_id, user.name, user.email)
-        self.kubeconfig = self.kube.write_kubeconfig(os.path.join(self.dir.name, "kubeconfig"))
-        self._start_google_cloud()
-        # Cloud SQL operations take a few seconds here, so their progress can be watched.
-        self.cloudsql = FakeCloudSqlServer(operation_seconds=4).start()
-        seed_cloudsql(self.cloudsql)
+        self.settings["SLACK_BOT_TOKEN"] = self.slack.bot_token
+        self.settings["SLACK_API_URL"] = self.slack.api_url
 
-    def _start_google_cloud(self) -> None:
-        """Secret Manager (and its ExternalSecrets operator) always; the registry when Debian's is installed."""
-        from sandbox import registry
+    def _start_prometheus(self) -> None:
+        if os.environ.get("PROMETHEUS_URL"):  # a real one, to try the bot's queries against it
+            self.settings["PROMETHEUS_URL"] = os.environ["PROMETHEUS_URL"]
+            return
+        from sandbox.prometheus_server import FakePrometheusServer, SandboxPrometheus
+
+        pods = [p for p in self.kube.list("Pod", SANDBOX_NAMESPACE)
+                if p["metadata"]["name"].startswith("aia-api-") and p["status"].get("phase") == "Running"]
+        crashing = [p["metadata"]["name"] for p in pods
+                    if any(c.get("restartCount", 0) for c in p["status"].get("containerStatuses") or [])]
+        prometheus = FakePrometheusServer(
+            SandboxPrometheus(SANDBOX_NAMESPACE, [p["metadata"]["name"] for p in pods], crashing)
+        ).start()
+        self._stops.append(prometheus.stop)
+        self.settings["PROMETHEUS_URL"] = prometheus.url
+
+    def _start_secret_manager(self) -> None:
+        """Secret Manager and its ExternalSecrets operator, for `/aia secrets versions|sync|rotate`."""
         from sandbox.external_secrets import ExternalSecretsController
         from sandbox.secretmanager_server import FakeSecretManager, seed_aia_secrets
 
         self.secret_manager = FakeSecretManager().start()
+        self._stops.append(self.secret_manager.stop)
         seed_aia_secrets(self.secret_manager)
         self.external_secrets = ExternalSecretsController(self.kube, self.secret_manager).start()
+        self._stops.append(self.external_secrets.stop)
+        self.settings["SECRETMANAGER_EMULATOR_HOST"] = self.secret_manager.address
+        self.settings["AIA_ROTATABLE_SECRETS"] = "aia-api-key"
+        self.settings["AIA_SECRET_SYNC_TIMEOUT_SECONDS"] = "30"  # noqa: S105 - a timeout
+
+    def _start_registry(self) -> None:
+        """An OCI registry (Debian's docker-registry) with the app's tags, when it is installed."""
+        from sandbox import registry
+
         self.registry: registry.RegistryProcess | None = None
         self.notice = ""
         if registry.available():
             self.registry = registry.RegistryProcess().start()
+            self._stops.append(self.registry.stop)
             registry.seed_aia_images(self.registry)
+            self.settings["AIA_REGISTRY_URL"] = self.registry.url
         else:
+            # A closed local port: the sandbox never reaches the real gcr.io.
+            self.settings["AIA_REGISTRY_URL"] = "http://127.0.0.1:9"
             self.notice = ("Images are unavailable in this sandbox: Debian's docker-registry is not installed "
                            "(apt-get install docker-registry), so /aia images, set-image and bluegreen deploy "
                            "cannot check tags.")
 
+    def _start_cloudsql(self) -> None:
+        from sandbox.cloudsql_server import FakeCloudSqlServer, seed_cloudsql
+
+        # Cloud SQL operations take a few seconds here, so their progress can be watched.
+        self.cloudsql = FakeCloudSqlServer(operation_seconds=4).start()
+        self._stops.append(self.cloudsql.stop)
+        seed_cloudsql(self.cloudsql)
+        self.settings["CLOUDSQL_EMULATOR_HOST"] = self.cloudsql.host
+        self.settings["CLOUDSQL_POLL_SECONDS"] = "1"
+
     def env(self) -> dict[str, str]:
-        env = {
-            "SLACK_BOT_TOKEN": self.slack.bot_token,
-            "SLACK_SIGNING_SECRET": "sandbox-signing-secret",
-            "SLACK_API_URL": self.slack.api_url,
-            "DATABASE_URL": f"sqlite:///{self.dir.name}/aia-bot.db",
-            "KUBECONFIG": self.kubeconfig,
-            "AIA_ALERT_CHANNEL": SANDBOX_CHANNEL,
-            # A throwaway database gets a throwaway key: the audit chain is keyed here as in production.
-            "AIA_AUDIT_KEY": secrets.token_hex(32),
-            "SECRETMANAGER_EMULATOR_HOST": self.secret_manager.address,
-            "AIA_ROTATABLE_SECRETS": "aia-api-key",
-            "AIA_SECRET_SYNC_TIMEOUT_SECONDS": "30",
-            "CLOUDSQL_EMULATOR_HOST": self.cloudsql.host,
-            "CLOUDSQL_POLL_SECONDS": "1",
-        }
-        # Without the local registry, a closed local port: the sandbox never reaches the real gcr.io.
-        env["AIA_REGISTRY_URL"] = self.registry.url if self.registry is not None else "http://127.0.0.1:9"
-        if os.environ.get("PROMETHEUS_URL"):
-            env["PROMETHEUS_URL"] = os.environ["PROMETHEUS_URL"]
-        return env
+        return dict(self.settings)
 
     def escalation(self) -> EscalationPolicy:
         """The runbook's four levels over the sandbox users; waits short enough to watch."""
@@ -149,31 +203,221 @@ class Sandbox:
         return RolesConfig(**by_role)
 
     def close(self) -> None:
-        self.external_secrets.stop()
-        self.secret_manager.stop()
-        if self.registry is not None:
-            self.registry.stop()
-        self.kube.stop()
-        self.slack.stop()
-        self.cloudsql.stop()
+        for stop in reversed(self._stops):
+            stop()
         self.dir.cleanup()
+
+
+def start_sandbox_core(box: Sandbox) -> tuple[Core, EscalationScheduler]:
+    """The bot's core on the sandbox's stand-ins, with the escalation timers running."""
+    settings = load_settings(box.env())
+    core = build_core(settings, BotConfigFile(roles=box.roles(), escalation=box.escalation()))
+    assert core.escalation is not None
+    timers = EscalationScheduler(core.escalation, settings.aia_escalation_poll_seconds, 2)
+    timers.start()
+    return core, timers
+
+
+class Follow:
+    """A rollout followed in the background: one progress line, like `kubectl rollout status`."""
+
+    def __init__(self, console: Console, steps: Callable[[], Iterator[Result]]) -> None:
+        self.console = console
+        self.steps = steps
+        self.started = time.monotonic()
+        self.cancelled = threading.Event()
+        self.what = "change"
+        self.progress = "starting…"
+        self.thread = threading.Thread(target=self._run, name="console-follow", daemon=True)
+
+    def start(self) -> Follow:
+        self.thread.start()
+        return self
+
+    def elapsed(self) -> str:
+        return f"{time.monotonic() - self.started:.0f}s"
+
+    def _run(self) -> None:
+        last: Result | None = None
+        try:
+            for step in self.steps():
+                if self.cancelled.is_set():
+                    return
+                last = step
+                self.what = step.title[0].lower() + step.title[1:] if step.title else self.what
+                self.progress = _progress(step)
+                self.console.progress_changed()
+        except Exception as exc:  # noqa: BLE001 - a failed look ends the follow with one line, not a traceback
+            if not self.cancelled.is_set():
+                self.console.follow_done(self, f"[!] {self.what}: could not read progress ({type(exc).__name__})")
+            return
+        if self.cancelled.is_set() or last is None:
+            return
+        mark = STATUS_MARK.get(last.status.value, "")
+        self.console.follow_done(self, f"{mark} {self.what}: {self.progress} · {self.elapsed()}")
+
+
+def _progress(step: Result) -> str:
+    """``3/3 ready, 3/3 updated`` from a rollout look; the look's own words otherwise."""
+    fields = dict(next((p.pairs for p in step.parts if isinstance(p, Fields)), []))
+    text = next((p.text for p in step.parts if isinstance(p, Text)), step.summary)
+    words = text.replace("*", "").replace("`", "").rstrip("…").strip()
+    if {"Desired", "Updated", "Available"} <= fields.keys():
+        desired = fields["Desired"]
+        counts = f"{fields['Available']}/{desired} ready, {fields['Updated']}/{desired} updated"
+        if step.status is Status.OK:
+            return f"{counts}, rolled out"
+        return f"{counts} ({words})" if step.status is Status.CRITICAL else counts
+    return words
 
 
 class Console:
     def __init__(self, core: Core, files_dir: Path, out: Callable[[str], None] = print,
-                 slack: FakeSlackServer | None = None) -> None:
+                 slack: FakeSlackServer | None = None, interactive: bool = False,
+                 terminal: IO[str] | None = None) -> None:
         self.core = core
         self.files_dir = files_dir
-        self.out = out
+        self._print = out
         self.slack = slack
+        self.interactive = interactive
+        self.terminal = terminal or sys.stdout
         self._slack_seen: dict[tuple[str, str], str] = {}
         self.user = SANDBOX_USERS[0]
         self.buttons: list[Action] = []
         self._cards = 0
+        self.markup = terminal_markup({**{u.user_id: u.name for u in SANDBOX_USERS},
+                                       SANDBOX_CHANNEL: "aia-production-alerts"},
+                                      ansi=interactive and self.terminal.isatty())
+        self.follows: list[Follow] = []
+        self._lock = threading.RLock()
+        # The progress line sits right above the prompt while nothing else has printed since.
+        self._at_prompt = False
+        self._progress_shown = False
+        # Per command thread: set when Ctrl-C abandons the command running on it.
+        self._command = threading.local()
+        self._pending: list[str] = []
 
     @property
     def prompt(self) -> str:
         return f"{self.user.name} ({self.user.role})> "
+
+    # -- output ------------------------------------------------------------------------------
+    def out(self, text: str) -> None:
+        abandoned = getattr(self._command, "abandoned", None)
+        if abandoned is not None and abandoned.is_set():
+            return  # a command the user cancelled with Ctrl-C: its answer is not wanted
+        with self._lock:
+            self._progress_shown = False
+            self._print(text)
+
+    def _progress_text(self) -> str:
+        return "  ".join(f"⏳ {f.what}: {f.progress} · {f.elapsed()}" for f in self.follows)
+
+    def _write(self, text: str) -> None:
+        self.terminal.write(text)
+        self.terminal.flush()
+
+    def _line_buffer(self) -> str:
+        try:
+            import readline
+
+            return readline.get_line_buffer()
+        except ImportError:  # pragma: no cover - readline is missing on some platforms
+            return ""
+
+    def progress_changed(self) -> None:
+        """Redraw the progress line in place, above the prompt, keeping what the user typed."""
+        if not self.interactive:
+            return
+        with self._lock:
+            if not self._at_prompt or not self.follows:
+                return
+            if self._progress_shown:  # save cursor, up one line, rewrite it, restore
+                self._write(f"\0337\033[1A\r\033[K{self._progress_text()}\0338")
+            else:
+                self._write(f"\r\033[K{self._progress_text()}\n{self.prompt}{self._line_buffer()}")
+                self._progress_shown = True
+
+    def follow_done(self, follow: Follow, line: str) -> None:
+        with self._lock:
+            if follow in self.follows:
+                self.follows.remove(follow)
+            if not self.interactive or not self._at_prompt:
+                self._pending.append(line)
+                return
+            if self._progress_shown:
+                self._write(f"\0337\033[1A\r\033[K{line}\0338")
+                self._progress_shown = False
+                if self.follows:
+                    self.progress_changed()
+            else:
+                self._write(f"\r\033[K{line}\n{self.prompt}{self._line_buffer()}")
+
+    def before_prompt(self) -> None:
+        """Called when the prompt is about to show: finished follows, then the progress line."""
+        with self._lock:
+            for line in self._pending:
+                self._print(line)
+            self._pending.clear()
+            self._progress_shown = False
+            if self.follows:
+                self._print(self._progress_text())
+                self._progress_shown = True
+            self._at_prompt = True
+
+    def after_prompt(self) -> None:
+        with self._lock:
+            self._at_prompt = False
+            self._progress_shown = False
+
+    def cancel_follows(self) -> bool:
+        with self._lock:
+            follows, self.follows = self.follows, []
+        for follow in follows:
+            follow.cancelled.set()
+            self.out(f"stopped following {follow.what} after {follow.elapsed()}; the change goes on in the "
+                     f"cluster (/aia {follow.what.replace('of ', 'status ', 1)} looks again)")
+        return bool(follows)
+
+    def flush_follows(self) -> None:
+        """Piped: print the follows that finished; at the end, say where the others stand."""
+        with self._lock:
+            for line in self._pending:
+                self._print(line)
+            self._pending.clear()
+
+    def stop_follows_at_exit(self) -> None:
+        self.flush_follows()
+        with self._lock:
+            follows, self.follows = self.follows, []
+        for follow in follows:
+            follow.cancelled.set()
+            self.out(f"[i] {follow.what}: {follow.progress} · {follow.elapsed()} (still going when the "
+                     "console ended)")
+
+    # -- commands ----------------------------------------------------------------------------
+    def run_line(self, line: str) -> bool:
+        """Run one line in a worker thread; Ctrl-C (KeyboardInterrupt here) abandons only it."""
+        result: list[bool] = [True]
+        abandoned = threading.Event()
+
+        def work() -> None:
+            self._command.abandoned = abandoned
+            result[0] = self.handle_line(line)
+
+        worker = threading.Thread(target=work, name="console-command", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.1)
+        except KeyboardInterrupt:
+            abandoned.set()
+            with self._lock:
+                self._print("cancelled; its answer will not be shown (a change it already made stays made)")
+            return True
+        if not self.interactive:
+            self.flush_follows()
+        return result[0]
 
     def handle_line(self, line: str) -> bool:
         """Run one line; False means quit."""
@@ -187,7 +431,7 @@ class Console:
         self.show_slack(settle=SLACK_SETTLE_SECONDS)
         return True
 
-    def show_slack(self, settle: float = 0.0) -> None:
+    def show_slack(self, settle: float = 0.0, say_if_nothing: bool = False) -> None:
         """Print what the bot posted or edited in the sandbox Slack since the last look.
 
         ``settle``: pages go out on the bot's own threads right after a command answers;
@@ -197,7 +441,7 @@ class Console:
             return
         if settle:
             time.sleep(settle)
-        names = {u.user_id: u.name for u in SANDBOX_USERS}
+        shown = 0
         for message in self.slack.messages():
             key = (message.channel, message.ts)
             if self._slack_seen.get(key) == message.text:
@@ -210,13 +454,13 @@ class Console:
                 where = "thread"
             else:
                 where = "#aia-production-alerts"
-            text = message.text
-            for user_id, name in names.items():
-                text = text.replace(f"<@{user_id}>", f"@{name}")
-            first, *rest = text.splitlines() or [""]
+            first, *rest = self.markup(message.text).splitlines() or [""]
             self.out(f"  slack {where}{' (edited)' if edited else ''}: {first}")
             for extra in rest[:6]:
                 self.out(f"    {extra}")
+            shown += 1
+        if not shown and say_if_nothing:
+            self.out("nothing new in the sandbox Slack since the last look")
 
     def _console_command(self, words: list[str]) -> bool:
         verb = words[0].lower() if words else ""
@@ -234,7 +478,9 @@ class Console:
                 self.user = match
                 self.out(f"you are now {match.name} ({match.role})")
         elif verb == "slack":
-            self.show_slack()
+            self.show_slack(say_if_nothing=True)
+        elif verb == "stuck" and len(words) == 2 and words[1] in ("on", "off") and self.slack is not None:
+            self.sandbox_kube_stuck(words[1] == "on")
         elif verb == "click" and len(words) == 2 and words[1].isdigit():
             index = int(words[1]) - 1
             if not 0 <= index < len(self.buttons):
@@ -248,6 +494,17 @@ class Console:
             self.out(CONSOLE_HELP)
         return True
 
+    # Set by run_console: the sandbox cluster's switch for pods that never become Ready.
+    stuck_switch: Callable[[bool], None] | None = None
+
+    def sandbox_kube_stuck(self, on: bool) -> None:
+        if self.stuck_switch is None:
+            self.out("no sandbox cluster here")
+            return
+        self.stuck_switch(on)
+        self.out("new pods in the sandbox now never become Ready: rollouts hang (:stuck off undoes it)" if on
+                 else "new pods in the sandbox become Ready again")
+
     def _run(self, text: str) -> None:
         caller = Caller(user_id=self.user.user_id, team_id=SANDBOX_TEAM, channel_id=SANDBOX_CHANNEL)
         outcome = self.core.dispatcher.handle(text, caller)
@@ -258,29 +515,35 @@ class Console:
             self.core.approvals.attach_card(outcome.approval.id, SANDBOX_CHANNEL, ts)
             self._show_card(outcome.approval.id, ts)
         elif outcome.kind is OutcomeKind.OK and outcome.result is not None:
-            rendered, files = render_text(outcome.result)
-            self.out(rendered)
-            for name, content in files:
-                path = self.files_dir / name
-                path.write_bytes(content)
-                self.out(f"  saved {path}")
+            self._show_result(outcome.result)
             self.buttons = list(outcome.result.actions)
-            if outcome.result.followup is not None:
-                for step in outcome.result.followup():
-                    self.out("  … " + render_text(step)[0].splitlines()[-1])
         else:
             mark = {OutcomeKind.REFUSED: "refused", OutcomeKind.FAILED: "failed"}.get(outcome.kind, "error")
-            self.out(f"{mark}: {outcome.message}")
+            self.out(f"{mark}: {self.markup(outcome.message)}")
             if outcome.usage:
-                self.out(outcome.usage.replace("`", ""))
+                self.out(self.markup(outcome.usage))
 
+    def _show_result(self, result: Result) -> None:
+        rendered, files = render_text(result, markup=self.markup)
+        self.out(rendered)
+        for name, content in files:
+            path = self.files_dir / name
+            path.write_bytes(content)
+            self.out(f"  saved {path}")
+        if result.followup is not None:
+            follow = Follow(self, result.followup)
+            with self._lock:
+                self.follows.append(follow)
+            follow.start()
+            if self.interactive:
+                self.out("  following it in the background; the prompt is yours (Ctrl-C stops following)")
 
     def _show_card(self, request_id: str, ts: str) -> None:
         assert self.core.approvals is not None
         view = self.core.approvals.get(request_id)
         if view is None:
             return
-        self.out(f"[approval {view.id}] {view.status.upper()}: {view.summary}")
+        self.out(f"[approval {view.id}] {view.status.upper()}: {self.markup(view.summary)}")
         self.out(f"  requested by {view.requester_id}; approvals {len(view.approvals)}/{view.required_approvals}")
         if view.status == "pending":
             self.out("  preview:\n    " + view.preview.replace("\n", "\n    "))
@@ -288,7 +551,7 @@ class Console:
                             for label in ("Approve", "Deny", "Cancel")]
             self.out("Buttons: [1] Approve  [2] Deny  [3] Cancel   (:user bob, then :click 1)")
         elif view.result:
-            self.out(f"  result: {view.result}")
+            self.out(f"  result: {self.markup(view.result)}")
 
     def _decide(self, decision: str, request_id: str, ts: str) -> None:
         assert self.core.approvals is not None
@@ -298,20 +561,9 @@ class Console:
         except ApprovalStoreUnavailable:
             self.out("The bot's database is unreachable; nothing was decided and nothing was run.")
             return
-        self.out(outcome.message)
+        self.out(self.markup(outcome.message))
         if outcome.executed is not None:
-            rendered, _ = render_text(outcome.executed)
-            self.out(rendered)
-            if outcome.executed.followup is not None:
-                # What Slack shows in the card's thread (a sync, a rollout), the last state in full.
-                last = None
-                for step in outcome.executed.followup():
-                    last = step
-                    self.out("  … " + render_text(step)[0].splitlines()[0])
-                if last is not None:
-                    self.out(render_text(last)[0])
-            for step in outcome.executed.followup() if outcome.executed.followup else ():
-                self.out("  … " + render_text(step)[0].splitlines()[-1])
+            self._show_result(outcome.executed)
         self._show_card(request_id, ts)
 
 
@@ -329,31 +581,44 @@ def run_console(sandbox: bool, stdin: IO[str] | None = None, out: Callable[[str]
     box = Sandbox()
     timers: EscalationScheduler | None = None
     try:
-        settings = load_settings(box.env())
-        core = build_core(settings, BotConfigFile(roles=box.roles(), escalation=box.escalation()))
-        assert core.escalation is not None
-        timers = EscalationScheduler(core.escalation, settings.aia_escalation_poll_seconds, 2)
-        timers.start()
-        # Graphs outlive the sandbox: they are what the newcomer wants to open.
-        console = Console(core, Path(tempfile.mkdtemp(prefix="aia-sandbox-files-")), out, box.slack)
+        core, timers = start_sandbox_core(box)
         interactive = stdin.isatty()
+        # Graphs outlive the sandbox: they are what the newcomer wants to open.
+        console = Console(core, Path(tempfile.mkdtemp(prefix="aia-sandbox-files-")), out, box.slack,
+                          interactive=interactive)
+
+        def stuck(on: bool) -> None:
+            box.kube.new_pods_ready = not on
+
+        console.stuck_switch = stuck
         if interactive:
+            import readline  # noqa: F401 - line editing and history for input()
+
             out("AIA runbook bot — sandbox. Nothing here touches a real cluster or Slack.")
         if box.notice:
             out(box.notice)
             out(CONSOLE_HELP)
         while True:
             if interactive:
+                console.before_prompt()
                 try:
                     line = input(console.prompt)
                 except EOFError:
                     break
+                except KeyboardInterrupt:
+                    console.after_prompt()
+                    out("")
+                    if not console.cancel_follows():
+                        out("nothing is running; :quit or Ctrl-D leaves")
+                    continue
+                console.after_prompt()
             else:
                 line = stdin.readline()
                 if not line:
                     break
-            if not console.handle_line(line):
+            if not console.run_line(line):
                 break
+        console.stop_follows_at_exit()
         return 0
     finally:
         if timers is not None:

@@ -46,7 +46,11 @@ def seed_aia_system(server: FakeKubeAPIServer, namespace: str = "aia-production"
     """Fill ``server`` with the AIA system's objects in ``namespace`` (see the module docstring)."""
     now = datetime.now(UTC)
     created = now - timedelta(days=12, hours=3)
-    rng = random.Random(13)  # a fixed seed: the same story every time (pod names aside)
+    rng = random.Random(13)  # a fixed seed: the same story every time
+    # Pod names too: the README's and the docs' examples name pods, and piped scripts must
+    # be able to. The server draws name suffixes from its own generator; seed it before
+    # the deployments create their pods.
+    server._rng.seed(13)  # noqa: SLF001 - the sandbox's own server, seeded by its own seed data
 
     _seed_namespaces(server, namespace, created)
     _seed_nodes(server, created)

@@ -8,8 +8,9 @@ from typing import Any
 from bot.alerts.render import duration_text
 from bot.alerts.store import AlertStore, GroupView
 from bot.context import ProcedureContext
+from bot.errors import BackendUnavailable
 from bot.registry import Procedure, RiskClass
-from bot.results import Result, Status, Text
+from bot.results import Result, Status, Table, Text
 
 SECTION = "Monitoring & Alerting › Setting Up Alerts"
 ICON = {"critical": ":red_circle:", "error": ":red_circle:", "warning": ":large_orange_circle:"}
@@ -42,6 +43,9 @@ def alerts(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     service = ctx.backends.alerts
     store = service.store if service is not None else _own_store(ctx.settings.database_url)
     groups = store.open_groups()
+    if not groups and ctx.settings.alertmanager_webhook_token is None:
+        # No Alertmanager can deliver here, so an empty table says nothing about health.
+        return _without_alertmanager(ctx)
     if not groups:
         return Result(title="Firing alerts", status=Status.OK, parts=[Text("Nothing is firing.")],
                       summary="nothing firing")
@@ -56,6 +60,39 @@ def alerts(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     for start in range(0, len(lines), LINES_PER_PART):
         result.add(Text("\n".join(lines[start:start + LINES_PER_PART])))
     return result
+
+
+NOT_CONNECTED = ("Alertmanager is not connected to this bot (ALERTMANAGER_WEBHOOK_TOKEN is not set), "
+                 "so there are no alert threads")
+
+
+def _without_alertmanager(ctx: ProcedureContext) -> Result:
+    """What Prometheus says fires, or plainly that nobody here knows."""
+    if not ctx.settings.prometheus_url:
+        return Result(
+            title="Firing alerts: unknown", status=Status.WARNING, summary="alerts unknown: no Alertmanager or Prometheus",
+            parts=[Text(f"{NOT_CONNECTED}, and no Prometheus either (PROMETHEUS_URL is not set): the bot cannot "
+                        "know what fires. Point Alertmanager's webhook at `POST /alertmanager` with that "
+                        "token, or set PROMETHEUS_URL.")],
+        )
+    try:
+        firing = ctx.prometheus.firing_alerts()
+    except BackendUnavailable as exc:
+        return Result(title="Firing alerts: unknown", status=Status.WARNING, summary="alerts unknown",
+                      parts=[Text(f"{NOT_CONNECTED}, and {exc}")])
+    note = Text(f"From Prometheus. {NOT_CONNECTED}.")
+    if not firing:
+        return Result(title="Firing alerts", status=Status.OK, summary="nothing firing (Prometheus)",
+                      parts=[Text("Nothing is firing."), note])
+    rows = [[a["metric"].get("alertname", "?"), a["metric"].get("severity", "-"),
+             ", ".join(f"{k}={v}" for k, v in sorted(a["metric"].items())
+                       if k not in {"__name__", "alertname", "alertstate", "severity"})[:120] or "-"]
+            for a in firing]
+    critical = any(a["metric"].get("severity") == "critical" for a in firing)
+    counted = f"{len(firing)} alert{'s' if len(firing) != 1 else ''}"
+    return Result(title=f"Firing alerts · {counted}", summary=f"{counted} firing (Prometheus)",
+                  status=Status.CRITICAL if critical else Status.WARNING,
+                  parts=[Table(["ALERT", "SEVERITY", "LABELS"], rows), note])
 
 
 PROCEDURES = [

@@ -506,6 +506,13 @@ def execute_config_set(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) 
 
 def plan_maintenance(ctx: ProcedureContext, args: dict[str, Any]) -> Plan:
     value = "true" if args["state"] == "on" else "false"
+    name = ctx.settings.aia_config_map
+    current = ((ctx.kube.config_map(name).get("data") or {}).get("MAINTENANCE_MODE") or "").strip()
+    # The app reads an absent key as off; an approval card whose preview is "(no change)"
+    # would only ask a second person to restart the API for nothing.
+    if (current.lower() == "true") == (args["state"] == "on"):
+        shown = f"MAINTENANCE_MODE={current}" if current else "MAINTENANCE_MODE is not set"
+        raise UserError(f"Maintenance mode is already {args['state']} ({shown} in `{name}`); nothing to do.")
     return _plan_config(ctx, {"MAINTENANCE_MODE": value}, f"Maintenance mode {args['state']} (MAINTENANCE_MODE={value}), "
                         "then restart")
 

@@ -20,8 +20,8 @@ LIMIT_BYTES = 4 * 1024 * 1024
 MAX_MATCHES = 2000
 MAX_PODS = 100
 USAGE = (
-    "Usage: `/aia logs POD [--container C] [--previous] [--since 1h] [--grep REGEX]` "
-    "or `/aia logs --app [--grep REGEX] [--since 1h]`"
+    "Usage: `/aia logs POD [--container C] [--previous] [--since 1h] [--grep REGEX] [--tail N]` "
+    "or `/aia logs --app [--grep REGEX] [--since 1h] [--tail N]`"
 )
 
 
@@ -79,6 +79,8 @@ def _pod_logs(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 def _app_logs(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     pattern = _pattern(args)
     since = args["since"]
+    # As `kubectl logs --tail N | grep`: the last N lines of each container, then the pattern.
+    tail = args.get("tail") or TAIL_LINES
     selector = ctx.settings.aia_app_selector or None
     pods = [p for p in ctx.kube.pods(selector=selector) if (p.get("status") or {}).get("phase") in ("Running", "Pending", "Failed")]
     pods = sorted(pods, key=kf.name_of)[:MAX_PODS]
@@ -92,7 +94,7 @@ def _app_logs(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
         pod, container = target
         try:
             text = ctx.kube.pod_log(pod, container=container, since_seconds=since,
-                                    tail_lines=TAIL_LINES, limit_bytes=LIMIT_BYTES)
+                                    tail_lines=tail, limit_bytes=LIMIT_BYTES)
         except UserError as exc:  # a pod that vanished or has not started: say so, go on
             return pod, container, [], exc.message
         return pod, container, _lines(redact(text)), None
@@ -118,6 +120,8 @@ def _app_logs(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
             break
     where = f" matching `{selector}`" if selector else ""
     title = f"Logs of {len(pods)} pods{where} · last {format_duration(since)}"
+    if args.get("tail"):
+        title += f" · last {tail} lines each"
     if pattern:
         title += f" · grep `{pattern.pattern}`"
     result = Result(title=title, summary=f"{len(matches)} lines from {len(targets)} containers ({scanned} scanned)")
@@ -158,9 +162,10 @@ PROCEDURES = [
                   convert=bounded_int(1, TAIL_LINES)),
         ),
         examples=(
-            "/aia logs aia-api-blue-7d9f-abcde --previous",
+            "/aia logs aia-api-blue-4ce263bd3a-pktwx --previous",
             '/aia logs --app --since 1h --grep "ERROR|WARN|unauthorized|failed"',
-            "/aia logs aia-api-blue-7d9f-abcde --grep memory|oom",
+            "/aia logs aia-api-blue-4ce263bd3a-pktwx --grep memory|oom",
+            "/aia logs --app --tail 20 --grep ERROR",
         ),
     ),
 ]

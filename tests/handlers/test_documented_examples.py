@@ -1,0 +1,168 @@
+"""Every `/aia …` example in the README, the docs and the registry runs as written in the sandbox.
+
+An example is a command with nothing left to fill in. Syntax lines (``/aia logs POD [--since 1h]``)
+and mentions of a procedure by name (``/aia scale`` runs at once) are not examples; the
+collector says which it left out and why, and a test checks that it still finds the examples.
+The escalation id in the examples (``E7K3Q2X``) stands for "the id on the card": each example
+that names it runs against an escalation paged just before, with that escalation's id.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from bot.procedures import build_registry
+from tests.harness.bot_process import aia_bot_executable
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_ESCALATION_ID = "E7K3Q2X"
+ERROR_PREFIXES = ("error:", "failed:", "refused:")
+DELIMITER = "you are now dave (admin)"
+
+
+def _placeholders() -> set[str]:
+    registry = build_registry({}, set())
+    words = {"K=V", "KEY=VALUE", "RE", "REGEX", "PROMQL", "ID", "N"}
+    for proc in registry.procedures.values():
+        for param in proc.params:
+            if param.metavar:
+                words.add(param.metavar)
+        words.update(w for w in re.findall(r"[A-Z][A-Z_=-]+", proc.syntax) if len(w) > 1)
+    return words
+
+
+def _names_a_procedure(command: str) -> bool:
+    """``/aia scale`` alone names the procedure, ``/aia top`` a family of them: not examples of running
+    them. A bare name is still an example when the procedure needs nothing more (``/aia pods``)."""
+    registry = build_registry({}, set())
+    words = tuple(command.split()[1:])
+    for proc in registry.procedures.values():
+        if proc.words == words:
+            needs = any(p.required for p in proc.params)
+            # `/aia logs` needs a POD or --app, which the registry cannot say as "required".
+            return needs or proc.name == "logs"
+        if proc.words[:len(words)] == words:
+            return True
+    return False
+
+
+def collect() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(where, command) of the examples, and (command, why) of what is not an example."""
+    found: list[tuple[str, str]] = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"`(/aia [^`\n]+)`|^\s*(/aia [^\n]+)$", text, re.MULTILINE):
+            found.append((path.name, (match.group(1) or match.group(2)).strip()))
+    registry = build_registry({}, set())
+    for proc in registry.procedures.values():
+        found.extend((f"registry:{proc.name}", example) for example in proc.examples)
+    placeholders = _placeholders()
+    examples: list[tuple[str, str]] = []
+    left_out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for where, command in found:
+        if command in seen:
+            continue
+        seen.add(command)
+        unquoted = re.sub(r'"[^"]*"', "", command)
+        if re.search(r"(^|\s)\[", unquoted) or "…" in command or "\\|" in command:
+            left_out.append((command, "syntax"))
+        elif any(token in placeholders for token in unquoted.split()[1:]):
+            left_out.append((command, "has a placeholder"))
+        elif _names_a_procedure(command):
+            left_out.append((command, "names a procedure"))
+        else:
+            examples.append((where, command))
+    return examples, left_out
+
+
+class Console:
+    """One piped console session, one command at a time, as the admin (dave)."""
+
+    def __init__(self) -> None:
+        clean = {k: v for k, v in os.environ.items()
+                 if not k.startswith(("SLACK_", "AIA_", "KUBECONFIG", "PROMETHEUS"))}
+        self.process = subprocess.Popen([aia_bot_executable(), "console", "--sandbox"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        env={**clean, "PYTHONUNBUFFERED": "1"})
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self._send(":user dave")
+        self._read_answer(90)
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def _send(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(f"{text}\n")
+        self.process.stdin.flush()
+
+    def run(self, command: str, timeout: float = 90) -> list[str]:
+        """The answer to ``command``: everything printed before the delimiter that follows it."""
+        self._send(f"{command}\n:user dave")
+        return self._read_answer(timeout)
+
+    def _read_answer(self, timeout: float) -> list[str]:
+        answer: list[str] = []
+        end = time.monotonic() + timeout
+        while True:
+            line = self.lines.get(timeout=max(0.1, end - time.monotonic()))
+            if line == DELIMITER:
+                return answer
+            answer.append(line)
+
+    def close(self) -> str:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        rest = []
+        while not self.lines.empty():
+            rest.append(self.lines.get())
+        return "\n".join(rest)
+
+
+def test_the_collector_finds_the_examples_and_leaves_out_only_syntax() -> None:
+    examples, left_out = collect()
+    commands = {command for _, command in examples}
+    assert {"/aia status", "/aia pods", "/aia page 1 checkout is down", "/aia metrics"} <= commands
+    assert any(c.startswith("/aia logs aia-api-blue-") for c in commands)
+    assert any(c.startswith("/aia ack " + EXAMPLE_ESCALATION_ID) for c in commands)
+    left = dict(left_out)
+    assert left["/aia logs POD [--container C] [--previous] [--since 1h] [--grep RE]"] == "syntax"
+    assert left["/aia scale DEPLOYMENT N"] == "has a placeholder"
+    assert left.get("/aia scale") == "names a procedure"
+
+
+def test_every_documented_example_runs_as_written() -> None:
+    examples, _ = collect()
+    console = Console()
+    failures: list[str] = []
+    try:
+        for where, command in examples:
+            escalation = None
+            if EXAMPLE_ESCALATION_ID in command or command.split()[1] in ("ack", "snooze", "resolve", "escalate",
+                                                                            "timeline"):
+                paged = "\n".join(console.run("/aia page 1 a fresh escalation for the next example"))
+                match = re.search(r"Escalation (E[0-9A-Z]{6})", paged)
+                assert match, paged
+                escalation = match.group(1)
+            answer = console.run(command.replace(EXAMPLE_ESCALATION_ID, escalation or EXAMPLE_ESCALATION_ID))
+            errors = [line for line in answer if line.startswith((*ERROR_PREFIXES, "Traceback"))]
+            if errors or not answer:
+                failures.append(f"{where}: {command}\n    " + "\n    ".join(errors or ["(no answer)"]))
+            opened = re.search(r"Escalation (E[0-9A-Z]{6}) started", "\n".join(answer))
+            for done in {escalation, opened.group(1) if opened else None} - {None}:
+                console.run(f"/aia resolve {done}")  # one open escalation at a time, as the examples assume
+    finally:
+        rest = console.close()
+    assert not any(line.startswith("Traceback") for line in rest.splitlines())
+    assert not failures, "examples that do not run as written:\n" + "\n".join(failures)
