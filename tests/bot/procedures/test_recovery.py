@@ -164,7 +164,7 @@ def test_viewer_may_plan_but_not_restore(core, kube) -> None:  # type: ignore[no
 GENERIC_BACKUP = """\
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
-metadata: {name: aia-api-blue, uid: 1111, resourceVersion: '42', creationTimestamp: '2026-01-01T00:00:00Z'}
+metadata: {name: dr-test-hpa, uid: 1111, resourceVersion: '42', creationTimestamp: '2026-01-01T00:00:00Z'}
 spec:
   scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: aia-api-blue}
   minReplicas: 2
@@ -173,12 +173,12 @@ status: {currentReplicas: 2}
 ---
 apiVersion: policy/v1
 kind: PodDisruptionBudget
-metadata: {name: aia-api, managedFields: [{manager: kubectl}]}
+metadata: {name: dr-test-pdb, managedFields: [{manager: kubectl}]}
 spec: {minAvailable: 1, selector: {matchLabels: {app: aia-api}}}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
-metadata: {name: aia-api-ingress}
+metadata: {name: dr-test-netpol}
 spec: {podSelector: {matchLabels: {app: aia-api}}, policyTypes: [Ingress]}
 ---
 kind: Service
@@ -215,14 +215,14 @@ def test_generic_kinds_are_planned_and_created_without_server_set_fields(core, k
     request_id = _request(core, f"dr restore {stored.id}")
     _approve(core, request_id, "approver")
     assert _approve(core, request_id, "admin").view.status == "executed"
-    for kind, name in (("HorizontalPodAutoscaler", "aia-api-blue"), ("PodDisruptionBudget", "aia-api"),
-                       ("NetworkPolicy", "aia-api-ingress"), ("Service", "aia-api-canary"),
+    for kind, name in (("HorizontalPodAutoscaler", "dr-test-hpa"), ("PodDisruptionBudget", "dr-test-pdb"),
+                       ("NetworkPolicy", "dr-test-netpol"), ("Service", "aia-api-canary"),
                        ("ExternalSecret", "aia-extra-secrets")):
         assert kube.get(kind, name, NS) is not None, kind
     assert kube.get("Secret", "aia-extra", NS) is None
     creates = [w for w in _writes(kube) if w.method == "POST" and not w.path.endswith("/configmaps")]
     bodies = {w.body["kind"]: w.body for w in creates if isinstance(w.body, dict) and "kind" in w.body}
-    assert bodies["HorizontalPodAutoscaler"]["metadata"] == {"name": "aia-api-blue"}
+    assert bodies["HorizontalPodAutoscaler"]["metadata"] == {"name": "dr-test-hpa"}
     assert "status" not in bodies["HorizontalPodAutoscaler"]
     assert "managedFields" not in bodies["PodDisruptionBudget"]["metadata"]
     canary = bodies["Service"]
