@@ -565,7 +565,7 @@ def test_checkov_skips_say_why() -> None:
         for key, value in ((obj["metadata"].get("annotations")) or {}).items():
             if key.startswith("checkov.io/skip"):
                 check, _, reason = value.partition("=")
-                assert re.fullmatch(r"CKV_K8S_\d+", check) and len(reason.split()) >= 5, (key, value)
+                assert re.fullmatch(r"CKV2?_K8S_\d+", check) and len(reason.split()) >= 5, (key, value)
 
 
 # --- the production configuration passes `aia-bot check --config-only` -----------------------
