@@ -624,6 +624,17 @@ SERVICE_PROXY = can("get", "services/proxy", names=("{aia_api_service}-blue:{aia
                                                    "{aia_api_service}-green:{aia_api_port}"))
 DELETE_COLOUR = can("delete", "deployments", "apps", names=("{aia_deployment_blue}", "{aia_deployment_green}"))
 APP_CONFIG = can("get,patch", "configmaps", names=("{aia_config_map}",))
+# config backup lists every kind that rebuilds the namespace (KubeGateway.list_for_backup); dr restore
+# takes one first. Lists cannot be narrowed by name; Secrets are not among them.
+BACKUP_READS = (
+    can("list", "serviceaccounts"), can("list", "roles", "rbac.authorization.k8s.io"),
+    can("list", "rolebindings", "rbac.authorization.k8s.io"),
+    can("list", "configmaps"), can("list", "secretstores", "external-secrets.io"), can("list", "deployments", "apps"),
+    can("list", "services"), can("list", "horizontalpodautoscalers", "autoscaling"),
+    can("list", "poddisruptionbudgets", "policy"), can("list", "networkpolicies", "networking.k8s.io"),
+    can("list", "ingresses", "networking.k8s.io"),
+    can("list", "externalsecrets", "external-secrets.io"),
+)
 
 DEPLOYMENT = Param("deployment", "positional", "deployment name", metavar="DEPLOYMENT", required=True, convert=k8s_name)
 
@@ -756,7 +767,7 @@ def build(safe_keys: set[str]) -> list[Procedure]:
         ),
         Procedure(
             name="config backup", summary="Namespace configuration as YAML (ExternalSecrets, never Secrets), kept in the database",
-            kube=(can("list", "deployments", "apps"), can("list", "services"), can("list", "configmaps"), can("list", "ingresses", "networking.k8s.io"), can("list", "roles", "rbac.authorization.k8s.io"), can("list", "rolebindings", "rbac.authorization.k8s.io"), can("list", "serviceaccounts"), can("list", "externalsecrets", "external-secrets.io")),
+            kube=BACKUP_READS,
             risk=RiskClass.WRITE, runbook=("Backup & Recovery › Configuration Backups",), run=config_backup,
         ),
         Procedure(

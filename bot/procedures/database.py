@@ -571,27 +571,32 @@ def _run_restore(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 PROCEDURES = [
     Procedure(
         name="db status", summary="Cloud SQL instance: state, backups, PITR, running operations, pool metrics",
+        kube=(),  # the Cloud SQL Admin API only, never Kubernetes
         risk=RiskClass.READ, runbook=(SECTION_EMERGENCY + " › Check database status",), run=db_status,
     ),
     Procedure(
         name="db backups", summary="Backup runs of the Cloud SQL instance (id, type, status, window, error)",
+        kube=(),  # the Cloud SQL Admin API only, never Kubernetes
         risk=RiskClass.READ, runbook=(SECTION_BACKUPS + " › List backups",), run=db_backups,
         params=(Param("count", "positional", "how many (default 10)", metavar="N", convert=bounded_int(1, 100)),),
         examples=("/aia db backups 20",),
     ),
     Procedure(
         name="db operations", summary="Recent and running Cloud SQL operations on the instance",
+        kube=(),  # the Cloud SQL Admin API only, never Kubernetes
         risk=RiskClass.READ, runbook=(SECTION_EMERGENCY + " › Check database status",), run=db_operations,
         params=(Param("count", "positional", "how many (default 10)", metavar="N", convert=bounded_int(1, 100)),),
     ),
     Procedure(
         name="db backup", summary="On-demand Cloud SQL backup, progress in the thread", risk=RiskClass.WRITE,
+        kube=(),  # the Cloud SQL Admin API only, never Kubernetes
         runbook=(SECTION_BACKUPS + " › Create manual backup",), run=db_backup,
         params=(Param("description", "option", "what the backup is for", metavar="TEXT", convert=_description),),
         examples=('/aia db backup --description "before v1.5.0"',),
     ),
     Procedure(
         name="db restore", summary="Restore a backup over the instance (safety backup first; two approvers)",
+        kube=(),  # the Cloud SQL Admin API only, never Kubernetes
         risk=RiskClass.DESTRUCTIVE,
         runbook=(SECTION_BACKUPS + " › Restore from backup", SECTION_EMERGENCY + " › Restore from backup if needed"),
         run=_run_restore, plan=plan_restore, execute=execute_restore, approvals=2,
@@ -602,6 +607,7 @@ PROCEDURES = [
     ),
     Procedure(
         name="db clone", summary="Point-in-time recovery into a NEW instance (production untouched)",
+        kube=(),  # the Cloud SQL Admin API only, never Kubernetes
         risk=RiskClass.WRITE, runbook=(SECTION_EMERGENCY + " › Restore from backup if needed",), run=db_clone,
         params=(Param("at", "option", "the moment, UTC (2026-11-30T14:05:00Z) or `30m ago`", metavar="TIME",
                       required=True, convert=point_in_time),

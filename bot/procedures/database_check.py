@@ -20,7 +20,7 @@ from bot.context import ProcedureContext
 from bot.procedures import kube_format as kf
 from bot.procedures.changes import live_colour
 from bot.redaction import redact
-from bot.registry import Procedure, RiskClass
+from bot.registry import Procedure, RiskClass, can
 from bot.results import Fields, Result, Status, Table, Text
 
 Obj = dict[str, Any]
@@ -299,6 +299,8 @@ PROCEDURES = [
         risk=RiskClass.READ,
         runbook=(SECTION,),
         run=database_check,
+        # The live colour, its ready pods, the exec (pod names are generated: no resourceNames).
+        kube=(can("get", "services", names=("{aia_api_service}",)), can("list", "pods"), can("create", "pods/exec")),
         notes=("Runs one fixed, reviewed script in one ready pod of the live colour through the exec API; "
                "takes no arguments and never shows the connection string. Needs `create` on `pods/exec`."),
     ),

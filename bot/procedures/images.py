@@ -18,7 +18,7 @@ from bot.adapters.registry import ImageName, allowed_prefix
 from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable, UserError
 from bot.procedures import kube_format as kf
-from bot.registry import Param, Procedure, RiskClass
+from bot.registry import Param, Procedure, RiskClass, can
 from bot.results import Result, Status, Table, Text
 from bot.validators import bounded_int
 
@@ -118,6 +118,7 @@ PROCEDURES = [
         risk=RiskClass.READ,
         runbook=(SECTION_IMAGES,),
         run=images,
+        kube=(can("get", "deployments", "apps", names=("{aia_deployment_blue}", "{aia_deployment_green}")),),
         params=(Param("limit", "option", "how many tags", metavar="N", convert=bounded_int(1, 100)),),
         examples=("/aia images --limit 5",),
         notes="Reads the registry's OCI distribution API (AIA_IMAGE_REPOSITORY).",

@@ -37,8 +37,9 @@ from sqlalchemy import select
 from bot.adapters.kube_objects import KindUnknown, KubeObjects, ObjectRefused
 from bot.context import ProcedureContext
 from bot.errors import UserError
+from bot.procedures.changes import BACKUP_READS
 from bot.redaction import redact
-from bot.registry import Param, Plan, Procedure, RiskClass
+from bot.registry import Param, Plan, Procedure, RiskClass, can
 from bot.results import Action, Fields, Preformatted, Result, Status, Table, Text
 from bot.store.models import ConfigBackup
 from bot.validators import reason
@@ -387,10 +388,30 @@ def _backup_id(text: str) -> str:
 BACKUP_ID = Param("backup", "positional", "id of a configuration backup (`/aia config backup`)",
                   metavar="BACKUP_ID", required=True, convert=_backup_id)
 
+# Reading a backup's objects: a `get` of each by name, on every kind config backup keeps (the names
+# are whatever the namespace held, so no resourceNames; the same objects are listable anyway).
+# Roles and RoleBindings are read, to compare them, and never created.
+DR_READS = (
+    can("get", "serviceaccounts"), can("get", "roles", "rbac.authorization.k8s.io"),
+    can("get", "rolebindings", "rbac.authorization.k8s.io"), can("get", "configmaps"),
+    can("get", "secretstores", "external-secrets.io"), can("get", "externalsecrets", "external-secrets.io"),
+    can("get", "deployments", "apps"), can("get", "services"), can("get", "horizontalpodautoscalers", "autoscaling"),
+    can("get", "poddisruptionbudgets", "policy"), can("get", "networkpolicies", "networking.k8s.io"),
+    can("get", "ingresses", "networking.k8s.io"),
+)
+# Creating a missing object, and the plan's server-side dry run of it (RBAC checks a dryRun=All
+# create as a create): the configuration kinds, never Secrets, Roles, RoleBindings or SecretStores.
+DR_CREATES = (
+    can("create", "serviceaccounts"), can("create", "configmaps"), can("create", "externalsecrets", "external-secrets.io"),
+    can("create", "services"), can("create", "deployments", "apps"), can("create", "horizontalpodautoscalers", "autoscaling"),
+    can("create", "poddisruptionbudgets", "policy"), can("create", "networkpolicies", "networking.k8s.io"),
+    can("create", "ingresses", "networking.k8s.io"),
+)
+
 PROCEDURES = [
     Procedure(
         name="dr plan", summary="What a configuration backup would recreate: dry run and diff, nothing changed",
-        risk=RiskClass.READ, runbook=(SECTION,), run=dr_plan, params=(BACKUP_ID,),
+        risk=RiskClass.READ, runbook=(SECTION,), run=dr_plan, params=(BACKUP_ID,), kube=DR_READS + DR_CREATES,
         examples=("/aia dr plan 3f9c2a7b1d04",),
         notes="Verifies the backup's checksum; missing objects are dry-run created, existing ones only compared.",
     ),
@@ -398,6 +419,7 @@ PROCEDURES = [
         name="dr restore", summary="Recreate missing objects from a verified backup (never deletes; 2 approvers)",
         risk=RiskClass.DESTRUCTIVE, runbook=(SECTION,), run=_restore_now,
         plan=plan_dr_restore, execute=execute_dr_restore, params=(BACKUP_ID, BREAK_GLASS), approvals=2,
+        kube=BACKUP_READS + DR_READS + DR_CREATES,
         examples=("/aia dr restore 3f9c2a7b1d04",),
         notes=("Takes a fresh `config backup` first; Secrets come back through the ExternalSecret; "
                "the runbook's `kubectl delete namespace` is never done."),

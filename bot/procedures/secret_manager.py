@@ -27,7 +27,7 @@ from bot.procedures.changes import (
     live_colour,
     rollout_followup,
 )
-from bot.registry import Param, Plan, Procedure, RiskClass
+from bot.registry import Param, Plan, Procedure, RiskClass, can
 from bot.results import Result, Status, Table, Text
 from bot.store.audit import AuditRecord
 from bot.validators import k8s_name
@@ -329,6 +329,7 @@ PROCEDURES = [
         name="secrets versions", summary="Secret Manager versions of a secret (state, created) — never a value",
         risk=RiskClass.READ, runbook=(SECTION_SECRETS, "Troubleshooting › Secret Management Issues"),
         run=secrets_versions, params=(NAME,), examples=("/aia secrets versions aia-database-url",),
+        kube=(can("list", "externalsecrets", "external-secrets.io"),),
     ),
     Procedure(
         name="secrets sync", summary="Force an ExternalSecret to refresh from Secret Manager and follow it",
@@ -336,6 +337,7 @@ PROCEDURES = [
         params=(Param("name", "positional", "ExternalSecret (default AIA_EXTERNAL_SECRET)", metavar="EXTERNALSECRET",
                       convert=k8s_name),),
         examples=("/aia secrets sync aia-secrets",),
+        kube=(can("list,get,patch", "externalsecrets", "external-secrets.io"),),
     ),
     Procedure(
         name="secrets rotate",
@@ -344,6 +346,8 @@ PROCEDURES = [
         run=lambda ctx, args: execute_rotate(ctx, args, plan_rotate(ctx, args)),
         plan=plan_rotate, execute=execute_rotate, params=(NAME, BREAK_GLASS),
         examples=("/aia secrets rotate aia-api-key",),
+        kube=(can("list,get,patch", "externalsecrets", "external-secrets.io"), can("get", "services", names=("{aia_api_service}",)),
+              can("get,patch", "deployments", "apps"), can("list", "pods")),
         notes="Only secrets listed in AIA_ROTATABLE_SECRETS; the database password is refused for now.",
     ),
 ]
