@@ -254,7 +254,9 @@ class Follow:
         if self.cancelled.is_set() or last is None:
             return
         mark = STATUS_MARK.get(last.status.value, "")
-        self.console.follow_done(self, f"{mark} {self.what}: {self.progress} · {self.elapsed()}")
+        # The last look in full (what the Slack thread ends with: ids, what was done, what to check).
+        final, _ = render_text(last, markup=self.console.markup)
+        self.console.follow_done(self, f"{mark} {self.what}: {self.progress} · {self.elapsed()}", final)
 
 
 def _progress(step: Result) -> str:
@@ -338,20 +340,23 @@ class Console:
                 self._write(f"\r\033[K{self._progress_text()}\n{self.prompt}{self._line_buffer()}")
                 self._progress_shown = True
 
-    def follow_done(self, follow: Follow, line: str) -> None:
+    def follow_done(self, follow: Follow, line: str, final: str = "") -> None:
         with self._lock:
             if follow in self.follows:
                 self.follows.remove(follow)
             if not self.interactive or not self._at_prompt:
-                self._pending.append(line)
+                self._pending.extend([line, final] if final else [line])
                 return
             if self._progress_shown:
                 self._write(f"\0337\033[1A\r\033[K{line}\0338")
                 self._progress_shown = False
+                if final:
+                    self._pending.append(final)  # below the prompt would tear it: at the next prompt
                 if self.follows:
                     self.progress_changed()
             else:
-                self._write(f"\r\033[K{line}\n{self.prompt}{self._line_buffer()}")
+                body = f"{line}\n{final}" if final else line
+                self._write(f"\r\033[K{body}\n{self.prompt}{self._line_buffer()}")
 
     def before_prompt(self) -> None:
         """Called when the prompt is about to show: finished follows, then the progress line."""
@@ -537,6 +542,10 @@ class Console:
             follow.start()
             if self.interactive:
                 self.out("  following it in the background; the prompt is yours (Ctrl-C stops following)")
+            else:
+                # A piped script reads as a sequence: the next line runs once this change is followed.
+                follow.thread.join(self.core.settings.aia_rollout_timeout_seconds + 30)
+                self.flush_follows()
 
     def _show_card(self, request_id: str, ts: str) -> None:
         assert self.core.approvals is not None

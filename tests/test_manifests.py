@@ -256,6 +256,7 @@ def test_deployment_env_comes_from_the_configmap_and_the_external_secret(
         "SLACK_SIGNING_SECRET",
         "DATABASE_URL",
         "ALERTMANAGER_WEBHOOK_TOKEN",
+        "AIA_AUDIT_KEY",  # keys the audit chain; `serve` refuses to start without it
         "SMTP_PASSWORD",  # production pages by email
         "AIA_PAGING_ROUTING_KEY",  # and by phone (PagerDuty Events v2)
     }
@@ -577,6 +578,7 @@ SECRET_STAND_INS = {
     "DATABASE_URL": "postgresql://aia_bot:stand-in@127.0.0.1:1/aia_bot?sslmode=require",
     "ALERTMANAGER_WEBHOOK_TOKEN": "stand-in-webhook-token-0123456789",
     "SMTP_PASSWORD": "stand-in-smtp-password",
+    "AIA_AUDIT_KEY": "stand-in-audit-key-0123456789abcdef0123456789abcdef",
     "AIA_PAGING_ROUTING_KEY": "stand-in-routing-key-0123456789ab",
 }
 

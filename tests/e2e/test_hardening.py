@@ -159,9 +159,10 @@ def test_serve_without_audit_key_refuses_to_start(tmp_path: Path) -> None:
     assert "AIA_AUDIT_KEY is not set" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_check_reports_blank_secret_missing_key_and_alert_intake_off(tmp_path: Path) -> None:
+def test_check_reports_blank_secret_missing_key_and_alert_intake_off(tmp_path: Path, kube) -> None:  # type: ignore[no-untyped-def]
+    # A real kubeconfig: a missing one is a configuration mistake of its own (exit 2 before the rest).
     done = _run(["check"], {"SLACK_SIGNING_SECRET": "", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
-                            "KUBECONFIG": str(tmp_path / "missing")})
+                            "KUBECONFIG": kube.write_kubeconfig(str(tmp_path / "kubeconfig"))})
     out = done.stdout
     assert done.returncode == 1
     assert re.search(r"^FAIL\s+SLACK_SIGNING_SECRET\s+not set or blank", out, re.M), out

@@ -53,7 +53,7 @@ def test_console_sandbox_has_images_and_secret_rotation() -> None:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "v1.6.0  sha256:" in out and "v1.5.1" in out
-    assert "Added version 3 of `aia-api-key`" in out and "Restarted `aia-api-blue`" in out
+    assert "Added version 3 of aia-api-key" in out and "Restarted aia-api-blue" in out
     assert "successfully rolled out" in out
     assert "Traceback" not in out + done.stderr
 

@@ -18,7 +18,7 @@ def test_console_shows_status_and_follows_a_backup_to_done() -> None:
     out = done.stdout
     assert "Cloud SQL · mas-system-postgres" in out and "RUNNABLE" in out
     assert "Backup of mas-system-postgres started" in out and "is done" in out
-    assert "refused: `/aia db backup` needs the operator role" in out
+    assert "refused: /aia db backup needs the operator role" in out
     assert "Traceback" not in out + done.stderr
 
 

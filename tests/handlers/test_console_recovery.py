@@ -53,5 +53,5 @@ def test_db_check_and_a_two_approver_recovery_in_the_console() -> None:
     assert re.search(r"Deployment/aia-api-green\s+missing: would be created", out)
     assert "+ create Deployment/aia-api-green" in out and "approvals 0/2" in out
     assert "Approval 1 of 2 recorded." in out
-    assert "[OK] Recreated 1 object from backup" in out and "Fresh backup `" in out
+    assert "[OK] Recreated 1 object from backup" in out and "Fresh backup " in out
     assert "Traceback" not in out

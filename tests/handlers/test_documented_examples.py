@@ -22,6 +22,10 @@ from tests.harness.bot_process import aia_bot_executable
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_ESCALATION_ID = "E7K3Q2X"
+# Ids and times in the Cloud SQL and recovery examples stand for "one the sandbox has".
+EXAMPLE_DB_BACKUP_ID = "1764558000000"
+EXAMPLE_CONFIG_BACKUP_ID = "3f9c2a7b1d04"
+EXAMPLE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 ERROR_PREFIXES = ("error:", "failed:", "refused:")
 DELIMITER = "you are now dave (admin)"
 
@@ -71,7 +75,8 @@ def collect() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
             continue
         seen.add(command)
         unquoted = re.sub(r'"[^"]*"', "", command)
-        if re.search(r"(^|\s)\[", unquoted) or "…" in command or "\\|" in command:
+        if (re.search(r"(^|\s)\[", unquoted) or "…" in command or "..." in command or "\\|" in command
+                or re.search(r"<[^>]+>", unquoted)):
             left_out.append((command, "syntax"))
         elif any(token in placeholders for token in unquoted.split()[1:]):
             left_out.append((command, "has a placeholder"))
@@ -130,6 +135,33 @@ class Console:
         return "\n".join(rest)
 
 
+def _with_sandbox_ids(console: Console, command: str) -> str:
+    """The example with the sandbox's own ids and a time inside its recovery window; a Cloud SQL
+    change waits until the instance is idle (an example is not about "instance busy")."""
+    from datetime import UTC, datetime, timedelta
+
+    if command.startswith(("/aia db backup", "/aia db restore", "/aia db clone")):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ops = "\n".join(console.run("/aia db operations")).lower()
+            if "running" not in ops and "pending" not in ops:
+                break
+            time.sleep(1)
+    if EXAMPLE_DB_BACKUP_ID in command:
+        listed = console.run("/aia db backups 10")
+        ids = [m.group(0) for line in listed if "successful" in line.lower()
+               for m in [re.search(r"\b\d{10,}\b", line)] if m]
+        assert ids, "\n".join(listed)
+        command = command.replace(EXAMPLE_DB_BACKUP_ID, ids[0])
+    if EXAMPLE_CONFIG_BACKUP_ID in command:
+        taken = "\n".join(console.run("/aia config backup"))
+        match = re.search(r"backup ([0-9a-f]{12})", taken)
+        assert match, taken
+        command = command.replace(EXAMPLE_CONFIG_BACKUP_ID, match.group(1))
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return EXAMPLE_TIME.sub(an_hour_ago, command)
+
+
 def test_the_collector_finds_the_examples_and_leaves_out_only_syntax() -> None:
     examples, left_out = collect()
     commands = {command for _, command in examples}
@@ -155,6 +187,7 @@ def test_every_documented_example_runs_as_written() -> None:
                 match = re.search(r"Escalation (E[0-9A-Z]{6})", paged)
                 assert match, paged
                 escalation = match.group(1)
+            command = _with_sandbox_ids(console, command)
             answer = console.run(command.replace(EXAMPLE_ESCALATION_ID, escalation or EXAMPLE_ESCALATION_ID))
             errors = [line for line in answer if line.startswith((*ERROR_PREFIXES, "Traceback"))]
             if errors or not answer:

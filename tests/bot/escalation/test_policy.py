@@ -59,9 +59,9 @@ def test_design_shape_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        (("wait: 10m", "wait: -10m"), "config.escalation.levels.1.wait: Value error, negative wait '-10m'"),
+        (("wait: 10m", "wait: -10m"), "config.escalation.levels.1.wait: negative wait '-10m'"),
         (("      notify: [S0DEVOPS]\n      email: [devops@013a.tech]\n      webhook: https://pager.example/v2/enqueue\n", ""),
-         "config.escalation.levels.1: Value error, level 'devops-team' has no targets"),
+         "config.escalation.levels.1: level 'devops-team' has no targets"),
         (("repeat: 1", "repeat: 1\n  break_glass_level: 5"), "break_glass_level: unknown level 5"),
         (("repeat: 1", "repeat: 1\n  start_level: sre"), "start_level: unknown level 'sre'"),
         (("notify: [S0DEVOPS]", "notify: [devops]"), "'devops' is not a Slack user ID"),

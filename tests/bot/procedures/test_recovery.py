@@ -187,7 +187,7 @@ metadata:
   annotations: {kubectl.kubernetes.io/last-applied-configuration: '{"secret": "x"}'}
 spec: {clusterIP: 10.96.7.7, clusterIPs: [10.96.7.7], selector: {app: aia-api}, ports: [{port: 8000}]}
 ---
-apiVersion: external-secrets.io/v1beta1
+apiVersion: external-secrets.io/v1
 kind: ExternalSecret
 metadata: {name: aia-extra-secrets}
 spec: {secretStoreRef: {name: gcp-secret-manager, kind: SecretStore}, target: {name: aia-extra}}
