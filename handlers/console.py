@@ -63,6 +63,8 @@ SANDBOX_USERS = [
     SandboxUser("U0EVE", "eve", "eve@sandbox.example", "none"),
 ]
 SANDBOX_TEAM = "T0AIA"
+# How long the end of a piped script waits for changes still being followed.
+FOLLOW_WAIT_AT_EXIT_SECONDS = 90.0
 SANDBOX_CHANNEL = "C0ALERTS"
 SANDBOX_NAMESPACE = "aia-production"
 
@@ -392,6 +394,11 @@ class Console:
             self._pending.clear()
 
     def stop_follows_at_exit(self) -> None:
+        # A piped script that ends right after a change still sees how it ended (bounded: a
+        # rollout that never finishes must not hold the exit for its whole timeout).
+        deadline = time.monotonic() + FOLLOW_WAIT_AT_EXIT_SECONDS
+        for follow in list(self.follows):
+            follow.thread.join(max(0.0, deadline - time.monotonic()))
         self.flush_follows()
         with self._lock:
             follows, self.follows = self.follows, []
@@ -542,10 +549,7 @@ class Console:
             follow.start()
             if self.interactive:
                 self.out("  following it in the background; the prompt is yours (Ctrl-C stops following)")
-            else:
-                # A piped script reads as a sequence: the next line runs once this change is followed.
-                follow.thread.join(self.core.settings.aia_rollout_timeout_seconds + 30)
-                self.flush_follows()
+
 
     def _show_card(self, request_id: str, ts: str) -> None:
         assert self.core.approvals is not None

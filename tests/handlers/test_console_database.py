@@ -33,6 +33,7 @@ def test_console_restore_needs_two_approvers_then_restores() -> None:
         target = sorted(b.id for b in box.cloudsql.backups("mas-system-postgres") if b.status.name == "SUCCESSFUL")[0]
         for line in (f"/aia db restore {target}", ":user bob", ":click 1", ":user dave", ":click 1"):
             console.handle_line(line)
+        console.stop_follows_at_exit()  # as at the end of a piped script: the restore is followed to its end
         out = "\n".join(lines)
         assert "LOST     everything written to mas-system-postgres since" in out  # the card says it plainly
         assert "Approval 1 of 2 recorded" in out and "Approved; running it now." in out
