@@ -171,3 +171,24 @@ def test_busy_instance_or_unknown_user_is_refused_before_anything_changes(
     assert f"`{USER}`, which instance" in answer and "`postgres`" in answer, answer
     assert cloud.secret_manager.count("AddSecretVersion") == 0 and not cloudsql.calls_to(UPDATE)
     assert not [c for c in cloud.stack.slack.calls_to("chat.postMessage") if "Approval needed" in json.dumps(c.args)]
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("secrets rotate aia-database-ur", "not a secret the bot may regenerate"),  # a tired typo
+    ("secrets rotate aia-database-url extra", "Unexpected `extra`"),
+])
+def test_typos_are_answered_and_change_nothing(cloud: CloudStack, cloudsql: FakeCloudSqlServer,
+                                               text: str, fragment: str) -> None:
+    answer = cloud.stack.slash_answer(OPS, text)
+    assert fragment in answer, answer
+    assert cloud.secret_manager.count("AddSecretVersion") == 0 and not cloudsql.calls_to(UPDATE)
+    assert not [c for c in cloud.stack.slack.calls_to("chat.postMessage") if "Approval needed" in json.dumps(c.args)]
+
+
+def test_forged_database_rotation_request_is_rejected(cloud: CloudStack, cloudsql: FakeCloudSqlServer) -> None:
+    body = urllib.parse.urlencode({"command": "/aia", "text": f"secrets rotate {SECRET}", "user_id": OPS,
+                                   "team_id": "T0AIA", "channel_id": "C0ALERTS",
+                                   "response_url": cloud.stack.slack.new_response_url()})
+    headers = cloud.stack.bot.signed_headers(body, secret="not-the-signing-secret")
+    assert cloud.stack.bot.http.post("/slack/events", content=body, headers=headers).status_code == 401
+    assert not cloud.stack.slack.calls_to("chat.postMessage") and not cloudsql.calls
