@@ -37,6 +37,7 @@ def cloudsql() -> Iterator[FakeCloudSqlServer]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory, cloudsql: FakeCloudSqlServer) -> Iterator[CloudStack]:
     env = {"CLOUDSQL_EMULATOR_HOST": cloudsql.host, "CLOUDSQL_POLL_SECONDS": "0.2", "CLOUDSQL_TIMEOUT_SECONDS": "3",
+           "CLOUDSQL_OPERATION_TIMEOUT_SECONDS": "10",
            "AIA_DATABASE_URL_TEMPLATES": f"{SECRET}={TEMPLATE}"}
     with cloud_stack(tmp_path_factory.mktemp("dbsecret"), **env) as built:
         yield built
@@ -158,6 +159,17 @@ def test_cloud_sql_failing_to_set_the_password_stops_without_restart(
     assert len(cloudsql.calls_to(UPDATE)) == 1 and cloudsql.password_of(INSTANCE, USER) is None
     assert not _restarts(cloud)
     assert ("secrets rotate", "password_not_set") in _outcomes(cloud)
+
+
+def test_cloud_sql_never_finishing_says_the_password_state_is_unknown_and_does_not_restart(
+        cloud: CloudStack, cloudsql: FakeCloudSqlServer) -> None:
+    cloudsql.operation_seconds = 120.0  # Users.Update accepted, never DONE within the bot's 10 s
+    card = cloud.stack.request_change(OPS, f"secrets rotate {SECRET}")
+    cloud.stack.click(APPROVER, "approve", card)
+    thread = _wait_thread(cloud, card, "UNKNOWN whether the database password changed", timeout=40)
+    assert "/aia db operations" in thread and "UPDATE_USER" in thread and "NOT restarted" in thread
+    assert len(cloudsql.calls_to(UPDATE)) == 1 and not _restarts(cloud)
+    assert ("secrets rotate", "password_unknown") in _outcomes(cloud)
 
 
 def test_busy_instance_or_unknown_user_is_refused_before_anything_changes(
