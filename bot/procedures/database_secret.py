@@ -231,7 +231,8 @@ def execute_database_rotation(ctx: ProcedureContext, plan: Plan) -> Result:
             return
         idle = _deployment_of(ctx, _other(snap["live"]))
         done.append(f":arrows_counterclockwise: 4. Restarted `{deployment}` (live colour {snap['live']}). The idle "
-                    f"colour `{idle}` still has the old password: `/aia restart {idle}` before switching to it.")
+                    f"colour `{idle}` still runs with the old one; restart it (`/aia restart {idle}`) before "
+                    "switching to it.")
         _audit(ctx, _ACTION, "restarted", f"{secret}: version {version} synced; password set; {deployment} restarted",
                "destructive")
         for step in rollout_followup(ctx, deployment):

@@ -84,7 +84,7 @@ def test_rotation_sets_the_same_new_password_on_the_user_and_in_the_secret_then_
     stack.wait_status(card.request_id, "executed", timeout=20)
     thread = _wait_thread(cloud, card, "successfully rolled out")
     for step in ("1. Added version 2", "Synced", f"3. Set the new password on Cloud SQL user `{USER}`",
-                 "4. Restarted `aia-api-blue`", "aia-api-green"):
+                 "4. Restarted `aia-api-blue`", "(`/aia restart aia-api-green`) before switching"):
         assert step in thread, step
     assert len(_restarts(cloud)) == 1 and len(cloudsql.calls_to(UPDATE)) == 1
 
