@@ -187,14 +187,20 @@ def execute_database_rotation(ctx: ProcedureContext, plan: Plan) -> Result:
             break
         yield Result(f"Rotating {secret}: setting the database password", Status.INFO, [Text("\n".join(done))])
 
+        failure: str | None = None
+        known_unchanged = True
         try:
-            op = _follow_operation(ctx, ctx.cloudsql.set_user_password(user, password))
-            failure = f"the operation failed: {op.error}" if op.error else None
-            known_unchanged = True
-        except (UserError, CloudSqlNotAllowed) as exc:
-            failure, known_unchanged = str(exc), True
-        except BackendUnavailable as exc:
+            op = ctx.cloudsql.set_user_password(user, password)
+        except (UserError, CloudSqlNotAllowed) as exc:  # refused: the request was not applied
+            failure = str(exc)
+        except BackendUnavailable as exc:  # timed out or cut: it may have been applied
             failure, known_unchanged = str(exc), False
+        else:
+            try:
+                op = _follow_operation(ctx, op)
+                failure = f"the operation failed: {op.error}" if op.error else None
+            except (UserError, BackendUnavailable) as exc:  # accepted, outcome not seen
+                failure, known_unchanged = str(exc), False
         if failure is not None:
             if known_unchanged:
                 yield stopped_before_database(f"Cloud SQL did not set the password of `{user}`: {failure}",

@@ -148,13 +148,20 @@ def test_external_secret_never_syncs_stops_before_the_database_password_changes(
     assert password and password not in cloud.everything_recorded()
 
 
+@pytest.mark.parametrize(("failure", "said"), [
+    ("operation fails", "An internal error"),
+    ("permission denied", "lacks the IAM permission `cloudsql.users.update`"),
+])
 def test_cloud_sql_failing_to_set_the_password_stops_without_restart(
-        cloud: CloudStack, cloudsql: FakeCloudSqlServer) -> None:
-    cloudsql.fail_next["UPDATE_USER"] = "An internal error has occurred."
+        cloud: CloudStack, cloudsql: FakeCloudSqlServer, failure: str, said: str) -> None:
     card = cloud.stack.request_change(OPS, f"secrets rotate {SECRET}")
+    if failure == "operation fails":
+        cloudsql.fail_next["UPDATE_USER"] = "An internal error has occurred."
+    else:
+        cloudsql.deny.add("cloudsql.users.update")
     cloud.stack.click(APPROVER, "approve", card)
     thread = _wait_thread(cloud, card, "Stopped.", timeout=30)
-    assert "Cloud SQL did not set the password" in thread and "An internal error" in thread
+    assert "Cloud SQL did not set the password" in thread and said in thread, thread
     assert "The database password was NOT changed" in thread and f"{SECRET}/versions/2" in thread
     assert len(cloudsql.calls_to(UPDATE)) == 1 and cloudsql.password_of(INSTANCE, USER) is None
     assert not _restarts(cloud)
