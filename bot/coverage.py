@@ -30,7 +30,7 @@ COVERAGE: list[tuple[str, Target]] = [
     (r"kubectl cluster-info", "status"),
     (r"kubectl get secrets", "secrets"),
     (r"kubectl (get|describe) externalsecrets?", "secrets"),
-    (r"gcloud secrets versions add aia-database-url", Gap("not yet: database password rotation", "the Cloud SQL user's password and the secret must change together in a safe order; `/aia secrets rotate` refuses it until then, and never takes a typed value (it would land in Slack)")),
+    (r"gcloud secrets versions add aia-database-url", "secrets rotate"),  # with the Cloud SQL user's password
     (r"gcloud secrets versions add", "secrets rotate"),
     (r"gcloud secrets list", "secrets versions"),
     (r"gcloud secrets access-secret", Gap("never", "the bot never shows a secret value; `/aia secrets` shows names and sync status")),

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.database_url import database_url_parts
 from bot.errors import ConfigurationError
 from bot.escalation.policy import EscalationPolicy
 
@@ -130,7 +131,14 @@ class Settings(BaseSettings):
     )
     aia_database_secrets: str = Field(
         "aia-database-url",
-        description="Secrets holding the database password; rotation refuses them until Cloud SQL user rotation exists.",
+        description="Secrets holding the database password: never given a random value; `secrets rotate` changes "
+        "them only with the Cloud SQL user's password, through AIA_DATABASE_URL_TEMPLATES.",
+    )
+    aia_database_url_templates: str = Field(
+        "",
+        description="How `secrets rotate` builds a database secret without reading it: space-separated "
+        "`SECRET=postgresql://USER:{password}@HOST:PORT/DB` (USER is the Cloud SQL user whose password changes; "
+        "empty: database secrets are not rotated).",
     )
     aia_secret_sync_timeout_seconds: int = Field(
         120, ge=5, le=3600, description="How long a forced ExternalSecret refresh is waited for."
@@ -271,6 +279,17 @@ class Settings(BaseSettings):
         if not prefixes:
             raise ValueError("name at least one registry, e.g. gcr.io/a-467519")
         return ",".join(prefixes)
+
+    @field_validator("aia_database_url_templates")
+    @classmethod
+    def _database_url_templates(cls, value: str) -> str:
+        # Never echoes an entry: a password typed where {password} belongs must not reach a log.
+        for number, entry in enumerate(value.split(), 1):
+            secret, _, template = entry.partition("=")
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,255}", secret) or database_url_parts(template) is None:
+                raise ValueError(f"entry {number} is not SECRET=postgresql://USER:{{password}}@HOST:PORT/DB "
+                                 "(the literal text {password} where the password goes)")
+        return " ".join(value.split())
 
     @field_validator("secretmanager_emulator_host", "cloudsql_emulator_host")
     @classmethod

@@ -154,6 +154,8 @@ class Sandbox:
         self._stops.append(self.external_secrets.stop)
         self.settings["SECRETMANAGER_EMULATOR_HOST"] = self.secret_manager.address
         self.settings["AIA_ROTATABLE_SECRETS"] = "aia-api-key"
+        # The sandbox Cloud SQL's app user: `secrets rotate aia-database-url` changes both.
+        self.settings["AIA_DATABASE_URL_TEMPLATES"] = "aia-database-url=postgresql://aia_app:{password}@10.20.0.3:5432/aia"
         self.settings["AIA_SECRET_SYNC_TIMEOUT_SECONDS"] = "30"  # noqa: S105 - a timeout
 
     def _start_registry(self) -> None:
