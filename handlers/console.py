@@ -98,9 +98,11 @@ class Sandbox:
         try:
             self._start_kube()
             self._start_slack()
+            # The registry is a child process: fork it before any gRPC server starts its threads
+            # (a fork inside a running gRPC process can take the child down).
+            self._start_registry()
             self._start_prometheus()
             self._start_secret_manager()
-            self._start_registry()
             self._start_cloudsql()
         except BaseException:
             self.close()

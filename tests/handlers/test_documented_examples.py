@@ -144,7 +144,7 @@ def _with_sandbox_ids(console: Console, command: str) -> str:
     change waits until the instance is idle (an example is not about "instance busy")."""
     from datetime import UTC, datetime, timedelta
 
-    if command.startswith(("/aia db backup", "/aia db restore", "/aia db clone")):
+    if command.startswith(("/aia db backup", "/aia db restore", "/aia db clone", "/aia secrets rotate")):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             ops = "\n".join(console.run("/aia db operations"))
@@ -179,8 +179,22 @@ def test_the_collector_finds_the_examples_and_leaves_out_only_syntax() -> None:
     assert left.get("/aia scale") == "names a procedure"
 
 
+def _reads_first(examples: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Reads before changes: a change (a restart, a deploy) replaces the pods a read example names."""
+    from bot.registry import RiskClass
+
+    registry = build_registry({}, set())
+
+    def changes(command: str) -> bool:
+        proc = registry.match(command.split()[1:])
+        return proc is not None and proc.risk is not RiskClass.READ
+
+    return sorted(examples, key=lambda e: changes(e[1]))
+
+
 def test_every_documented_example_runs_as_written() -> None:
     examples, _ = collect()
+    examples = _reads_first(examples)
     console = Console()
     failures: list[str] = []
     try:
