@@ -62,7 +62,8 @@ DEFAULT_API_VERSIONS = {
     "Ingress": "networking.k8s.io/v1", "NetworkPolicy": "networking.k8s.io/v1",
     "Role": "rbac.authorization.k8s.io/v1", "RoleBinding": "rbac.authorization.k8s.io/v1",
     "HorizontalPodAutoscaler": "autoscaling/v2", "PodDisruptionBudget": "policy/v1",
-    "ExternalSecret": "external-secrets.io/v1beta1", "SecretStore": "external-secrets.io/v1beta1",
+    # v1: External Secrets Operator serves only v1 since v0.17.
+    "ExternalSecret": "external-secrets.io/v1", "SecretStore": "external-secrets.io/v1",
 }
 # Creation order: what others refer to comes first (accounts before bindings, config before pods).
 CREATE_ORDER = ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "SecretStore", "ExternalSecret",
