@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from prometheus_client import Counter
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
@@ -63,6 +63,13 @@ MAX_BACKOFF_SECONDS = 60.0
 # A post is claimed (and rendered) up to this long before its channel slot.
 SLOT_LOOKAHEAD_SECONDS = 0.5
 POKE_SECONDS = 0.25
+# An idle pool has one lookout that polls, its wait doubling from the poll setting up to this;
+# the other threads sleep until work comes (a poke, or a thread that found work). Rows are
+# enqueued by the replica that pokes its own senders, so the poll only finds what a stopped
+# replica left behind: idle replicas cost almost no CPU and no database round trips.
+IDLE_POLL_MAX_SECONDS = 2.0
+# A sleeping helper thread looks anyway after this long (a safety net, not a schedule).
+HELPER_NAP_SECONDS = 30.0
 # Errors after which trying again is pointless (the message or channel is wrong, not Slack).
 PERMANENT_ERRORS = {
     "channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "invalid_blocks_format",
@@ -232,6 +239,32 @@ def _coalescing_insert(dialect: str) -> Any:
     return statement
 
 
+class _Pool:
+    """Threads of one kind that sleep on one condition; ``pokes`` counts the wake-ups, so a
+    thread that looked for work before a poke does not then sleep through it."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Condition()
+        self.pokes = 0
+
+    def wake_one(self) -> None:
+        with self.wake:
+            self.pokes += 1
+            self.wake.notify()
+
+    def wake_all(self) -> None:
+        with self.wake:
+            self.pokes += 1
+            self.wake.notify_all()
+
+    def sleep(self, seen: int, seconds: float, stop: threading.Event) -> bool:
+        """Wait up to ``seconds`` unless poked since ``seen``; True if poked."""
+        with self.wake:
+            if self.pokes == seen and not stop.is_set():
+                self.wake.wait(seconds)
+            return self.pokes != seen
+
+
 class Outbox:
     """Enqueue rows (any replica, any thread) and send them (background senders)."""
 
@@ -265,11 +298,12 @@ class Outbox:
         self.composers: dict[str, Composer] = {MESSAGE: _MessageComposer(None), FILES: _MessageComposer(None)}
         self.task_kinds: set[str] = set()
         self._claim_lock = threading.Lock()
-        self._wake = threading.Condition()
+        # One pool of threads for the posts, one for the tasks: a poke wakes one thread of each.
+        self._pools = {False: _Pool(), True: _Pool()}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_poke = 0.0
-        self._poke_due = False
+        self._poke_timer: threading.Timer | None = None
         # Set by the owner (the alert service publishes through the core's event bus).
         self.on_event: Callable[[object], None] = lambda event: None
         # Loads what the composers' ready() will look at for these group ids in one query,
@@ -333,20 +367,34 @@ class Outbox:
         self.enqueue(session, kind, channel, priority=priority, payload=payload, group_id=group_id)
 
     def poke(self) -> None:
-        """Wake an idle sender of this process (other replicas find the row when they poll).
+        """Wake an idle thread of each pool of this process (other replicas' lookouts find the
+        row when they poll).
 
-        At most every POKE_SECONDS, and one thread: in a storm every fold of the inbox pokes,
-        and a claim per poke per thread would cost the webhooks their CPU for nothing. A poke
-        in between is not lost: the senders look again within POKE_SECONDS.
+        At most every POKE_SECONDS: in a storm every fold of the inbox pokes, and a claim per
+        poke would cost the webhooks their CPU for nothing. A poke in between is not lost: it
+        is delivered when the interval is over.
         """
-        now = time.monotonic()
-        if now - self._last_poke < POKE_SECONDS:
-            self._poke_due = True
-            return
-        self._last_poke = now
-        self._poke_due = False
-        with self._wake:
-            self._wake.notify()
+        with self._pools[False].wake:
+            now = time.monotonic()
+            early = POKE_SECONDS - (now - self._last_poke)
+            if early > 0:
+                if self._poke_timer is None:
+                    self._poke_timer = threading.Timer(early, self._deliver_poke)
+                    self._poke_timer.daemon = True
+                    self._poke_timer.start()
+                return
+            self._last_poke = now
+        self._wake_pools()
+
+    def _deliver_poke(self) -> None:
+        with self._pools[False].wake:
+            self._poke_timer = None
+            self._last_poke = time.monotonic()
+        self._wake_pools()
+
+    def _wake_pools(self) -> None:
+        for pool in self._pools.values():
+            pool.wake_one()
 
     # -- the background service ------------------------------------------------
     name = "slack-outbox"
@@ -357,41 +405,51 @@ class Outbox:
             return
         self._stop.clear()
         for i in range(self.senders):
-            self._spawn(f"aia-outbox-{i}", tasks=False)
+            self._spawn(f"aia-outbox-{i}", tasks=False, lookout=i == 0)
         for i in range(self.task_workers if self.task_kinds else 0):
-            self._spawn(f"aia-outbox-task-{i}", tasks=True)
+            self._spawn(f"aia-outbox-task-{i}", tasks=True, lookout=i == 0)
 
-    def _spawn(self, name: str, tasks: bool) -> None:
-        thread = threading.Thread(target=self._loop, args=(tasks,), name=name, daemon=True)
+    def _spawn(self, name: str, tasks: bool, lookout: bool) -> None:
+        thread = threading.Thread(target=self._loop, args=(tasks, lookout), name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        with self._wake:
-            self._wake.notify_all()
+        with self._pools[False].wake:
+            if self._poke_timer is not None:
+                self._poke_timer.cancel()
+                self._poke_timer = None
+        for pool in self._pools.values():
+            pool.wake_all()
         for thread in self._threads:
             thread.join(timeout=20)
         self._threads.clear()
 
-    def _loop(self, tasks: bool) -> None:
+    def _loop(self, tasks: bool, lookout: bool) -> None:
         kinds = sorted(self.task_kinds) if tasks else sorted(set(self.composers) - self.task_kinds)
+        pool = self._pools[tasks]
+        idle_wait = self.poll_seconds
         while not self._stop.is_set():
-            if not tasks:
-                self._poke_due = False  # this claim sees every row committed before the poke
+            seen = pool.pokes  # a poke after this is not lost, even before we wait
             try:
                 worked, wake_at = self.run_once(kinds)
             except Exception:  # noqa: BLE001 - a database blip must not kill the sender
                 log.exception("outbox sender: claiming failed; retrying")
                 worked, wake_at = False, time.time() + 1.0
             if worked:
+                idle_wait = self.poll_seconds
+                pool.wake_one()  # there may be more: bring in a sleeping thread
                 continue
-            wait = self.poll_seconds if wake_at is None else min(self.poll_seconds, max(0.0, wake_at - time.time()))
-            if self._poke_due:
-                wait = min(wait, POKE_SECONDS)
-            with self._wake:
-                if not self._stop.is_set():
-                    self._wake.wait(wait)
+            if lookout:
+                wait = idle_wait
+                idle_wait = min(idle_wait * 2, max(self.poll_seconds, IDLE_POLL_MAX_SECONDS))
+            else:
+                wait = HELPER_NAP_SECONDS
+            if wake_at is not None:
+                wait = min(wait, max(0.0, wake_at - time.time()))
+            if pool.sleep(seen, wait, self._stop):
+                idle_wait = self.poll_seconds
 
     # -- one step ----------------------------------------------------------------
     def run_once(self, kinds: Sequence[str] | None = None) -> tuple[bool, float | None]:
@@ -448,6 +506,14 @@ class Outbox:
                 session.expunge(row)
                 return _Claimed(row, composer, send_at, reserved_until), None
             del prefetched
+            # Nothing to do now: when the next row held back (a retry's backoff, a 429) is due.
+            later = session.scalar(
+                select(func.min(OutboxMessage.not_before))
+                .where(OutboxMessage.kind.in_(kinds), OutboxMessage.state == "pending",
+                       OutboxMessage.not_before > now)
+            )
+            if later is not None:
+                wake_at = later if wake_at is None else min(wake_at, later)
             return None, wake_at
 
     def _take_slot(self, session: Session, channel: str, now: float) -> tuple[float | None, float]:

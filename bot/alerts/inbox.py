@@ -59,6 +59,9 @@ FOLD_BUDGET_SECONDS = 0.05
 SQLITE_FOLD_BUDGET_SECONDS = 0.02
 # After a wake-up, let a burst of webhooks land so that one transaction folds them all.
 GATHER_SECONDS = 0.02
+# Idle, the folder only looks for rows a stopped replica left behind (each replica's webhooks
+# wake its own folder), so it can look rarely.
+IDLE_POLL_SECONDS = 2.0
 # A row that fails this often (not a database outage: the body itself) is left for an operator.
 MAX_ATTEMPTS = 5
 # Groups whose last applied body is remembered (see Inbox._last).
@@ -341,7 +344,7 @@ class InboxFolder:
                 if not self._poked and not self._stop.is_set():
                     # Idle, it only looks for rows a stopped replica left behind (every replica's
                     # webhooks wake its own folder); busy, another replica holds the turn.
-                    self._wake.wait(min(self.poll_seconds, 0.05) if round_.busy else max(self.poll_seconds, 1.0))
+                    self._wake.wait(min(self.poll_seconds, 0.05) if round_.busy else max(self.poll_seconds, IDLE_POLL_SECONDS))
                 woken, self._poked = self._poked, False
             if woken:
                 self._stop.wait(GATHER_SECONDS)

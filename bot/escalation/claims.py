@@ -23,22 +23,17 @@ from typing import cast as typed
 
 from sqlalchemy import (
     Connection,
-    DateTime,
     Engine,
-    Integer,
-    String,
     Table,
     bindparam,
-    cast,
-    column,
     exists,
     insert,
     select,
     tuple_,
     update,
-    values,
 )
 
+from bot.escalation import pg_batches
 from bot.escalation.engines import retry_once
 from bot.escalation.membership import Membership
 from bot.escalation.pages import Incident, Page, StepPlan, paged_detail, step_pages
@@ -118,7 +113,8 @@ class Claims:
         # again shortly, and then found fired; nobody waits on anybody. A row whose previous
         # step's thread message is still being posted waits too: steps that fire back to
         # back (catching up after a restart) keep their order in the thread.
-        locked = conn.execute(
+        postgres = conn.dialect.name == "postgresql"
+        locked = pg_batches.lock_due(conn, wanted, now, FIRING) if postgres else conn.execute(
             select(*CLAIM_COLUMNS)
             .where(tuple_(ESCALATIONS.c.id, ESCALATIONS.c.version).in_(wanted),
                    ESCALATIONS.c.status.in_(FIRING), ESCALATIONS.c.next_level.is_not(None),
@@ -132,11 +128,12 @@ class Claims:
         missing = [step for step in wanted if step not in by_step]
         if missing:
             # Why not: a plain read, no locks. Mostly the backup timers of steps fired already.
-            current = {r.id: r for r in conn.execute(
+            missing_ids = sorted({esc_id for esc_id, _ in missing})
+            current = {r.id: r for r in (pg_batches.current(conn, missing_ids) if postgres else conn.execute(
                 select(ESCALATIONS.c.id, ESCALATIONS.c.version, ESCALATIONS.c.status, ESCALATIONS.c.next_level,
                        ESCALATIONS.c.next_due_at)
-                .where(ESCALATIONS.c.id.in_({esc_id for esc_id, _ in missing}))
-            )}
+                .where(ESCALATIONS.c.id.in_(missing_ids))
+            ))}
             for esc_id, version in missing:
                 row = current.get(esc_id)
                 if (row is None or row.version != version or row.status not in FIRING or row.next_level is None
@@ -200,8 +197,13 @@ class Claims:
         outcome: dict[Step, Claim | None] = {(row.id, row.version): None for row in rows}
         if not plans:
             return outcome
-        ids = conn.execute(insert(PAGES).returning(PAGES.c.id, sort_by_parameter_order=True), page_rows).scalars().all()
-        conn.execute(insert(EVENTS), event_rows)
+        if conn.dialect.name == "postgresql":
+            ids = pg_batches.insert_pages(conn, page_rows, now, token, lease, replica)
+            pg_batches.insert_events(conn, event_rows)
+        else:
+            ids = list(conn.execute(insert(PAGES).returning(PAGES.c.id, sort_by_parameter_order=True),
+                                    page_rows).scalars())
+            conn.execute(insert(EVENTS), event_rows)
         ends = [first for _, _, first in plans[1:]] + [len(page_rows)]
         for (row, step, first), end in zip(plans, ends, strict=True):
             pages = tuple(Page(ids[i], page_rows[i]["key"], page_rows[i]["kind"], page_rows[i]["target"], step.level,
@@ -215,28 +217,12 @@ class Claims:
                          replica: str) -> set[str]:
         """Move each row to its next step if still at its version; the ids that moved.
 
-        PostgreSQL: one UPDATE … FROM (VALUES …) for the batch (the rows are locked FOR UPDATE
+        PostgreSQL: one UPDATE … FROM unnest(…) for the batch (the rows are locked FOR UPDATE
         already, so it cannot miss one). SQLite: one statement per row.
         """
+        if conn.dialect.name == "postgresql":
+            return pg_batches.compare_and_set(conn, updates, allowed, Status.ACTIVE.value, replica)
         common = {"status": Status.ACTIVE.value, "snoozed_until": None, "fired_by": replica}
-        if conn.dialect.name == "postgresql" and len(updates) > 1:
-            batch = values(
-                column("b_id", String), column("b_version", Integer), column("b_next_version", Integer),
-                column("b_seq", Integer), column("b_level", Integer), column("b_cycle", Integer),
-                column("b_next_level", Integer), column("b_next_reason", String),
-                column("b_next_due", DateTime(timezone=True)), name="batch",
-            ).data([tuple(u.values()) for u in updates])
-            return set(conn.execute(
-                update(ESCALATIONS)
-                .where(ESCALATIONS.c.id == batch.c.b_id, ESCALATIONS.c.version == batch.c.b_version,
-                       ESCALATIONS.c.status.in_(allowed))
-                .values(version=batch.c.b_next_version, step_seq=batch.c.b_seq, current_level=batch.c.b_level,
-                        # A column of only NULLs (the chain's last step) comes out as text: cast.
-                        cycle=batch.c.b_cycle, next_level=cast(batch.c.b_next_level, Integer),
-                        next_reason=batch.c.b_next_reason,
-                        next_due_at=cast(batch.c.b_next_due, DateTime(timezone=True)), **common)
-                .returning(ESCALATIONS.c.id)
-            ).scalars())
         cas = (update(ESCALATIONS)
                .where(ESCALATIONS.c.id == bindparam("b_id"), ESCALATIONS.c.version == bindparam("b_version"),
                       ESCALATIONS.c.status.in_(allowed))

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine, insert, select, tuple_, update
 
+from bot.escalation import pg_batches
 from bot.escalation.channels import (
     EmailPager,
     PageFailed,
@@ -86,6 +87,9 @@ class SentMarks:
             # Only the holder of a page's token may mark it (a page taken over meanwhile is
             # the new holder's). One statement for the batch.
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    pg_batches.mark_sent(conn, batch, self.clock(), self.replica)
+                    return
                 conn.execute(
                     update(PAGES).where(tuple_(PAGES.c.id, PAGES.c.claim_token).in_(batch))
                     .values(status="sent", sent_at=self.clock(), sent_by=self.replica,

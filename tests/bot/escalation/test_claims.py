@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
-from bot.escalation.claims import ESCALATIONS, PAGES, Claims
+from bot.escalation.claims import ESCALATIONS, EVENTS, PAGES, Claims
 from bot.escalation.delivery import SentMarks
 from bot.escalation.membership import Membership
 from bot.escalation.policy import EscalationPolicy
@@ -38,8 +38,9 @@ def _escalation(engine: Engine, esc_id: str, due: datetime, version: int = 3, **
         conn.execute(insert(ESCALATIONS).values(
             id=esc_id, source="manual", title=f"incident {esc_id}", severity="critical", alert_group_id=None,
             channel_id="C0ALERTS", thread_ts="1.000001", card_ts=None, policy=POLICY.model_dump_json(),
-            status="active", version=version, step_seq=0, current_level=0, cycle=0, next_level=1,
-            next_reason="start", next_due_at=due, created_by="U0OPS01", created_at=due, **extra))
+            **{"status": "active", "version": version, "step_seq": 0, "current_level": 0, "cycle": 0,
+               "next_level": 1, "next_reason": "start", "next_due_at": due, "created_by": "U0OPS01",
+               "created_at": due, **extra}))
 
 
 def _claims(engine: Engine, clock: ShiftedClock, replica: str = "pod-a:1:aaaa") -> Claims:
@@ -112,3 +113,47 @@ def test_replicas_that_stop_beating_drop_out_of_the_live_list(engine: Engine) ->
     assert alive.live_replicas() == ["pod-a:1:aaaa"]
     assert alive.dead_after == 7.0
 
+
+
+def test_the_batch_statements_select_the_claim_columns() -> None:
+    from bot.escalation import pg_batches
+    from bot.escalation.claims import CLAIM_COLUMNS
+
+    selected = pg_batches.LOCK_DUE.text.split("FROM")[0].replace("SELECT", "").replace("e.", "")
+    assert [name.strip() for name in selected.split(",")] == [c.name for c in CLAIM_COLUMNS]
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_last_steps_of_their_chains_fire_as_one_batch_on_both_databases(
+        engine: Engine, database: str, tmp_path: Any) -> None:
+    """Every row of the batch pages its last level: the arrays of next steps are all NULL
+    (PostgreSQL cannot guess a type from them) and the portable path must agree."""
+    if database == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'claims.db'}")
+        migrate(engine)
+    clock = ShiftedClock()
+    now = clock()
+    ids = [f"ELAST{i:02d}" for i in range(5)]
+    for esc_id in ids:
+        _escalation(engine, esc_id, now - timedelta(seconds=1), next_level=2)
+    outcomes = _claims(engine, clock).claim_due([(esc_id, 3) for esc_id in ids])
+    assert {outcome for outcome, _ in outcomes.values()} == {"fired"}
+    with engine.connect() as conn:
+        rows = conn.execute(select(ESCALATIONS).where(ESCALATIONS.c.id.in_(ids))).all()
+        pages = conn.execute(select(PAGES).where(PAGES.c.escalation_id.in_(ids))).all()
+        events = conn.execute(select(EVENTS).where(EVENTS.c.escalation_id.in_(ids))).all()
+    assert {(r.version, r.current_level, r.next_level, r.next_due_at, r.status) for r in rows} == {
+        (4, 2, None, None, "active")}
+    claimed = {page_id for _, claim in outcomes.values() if claim is not None for page_id in claim.delivery_ids}
+    assert {p.id for p in pages} == claimed and {p.kind for p in pages} == {"slack_thread", "webhook"}
+    assert all(p.status == "sending" and p.claimed_by == "pod-a:1:aaaa" for p in pages)
+    assert len(events) == 5 and {e.kind for e in events} == {"paged"}
+    # The holder marks them sent in one statement; a wrong token marks nothing.
+    marks = SentMarks(engine, "pod-a:1:aaaa", clock)
+    first = outcomes[(ids[0], 3)][1]
+    assert first is not None
+    marks.record(first.delivery_ids, "not-the-token")
+    marks.record([p for _, c in outcomes.values() if c is not None for p in c.delivery_ids], first.token)
+    with engine.connect() as conn:
+        statuses = conn.execute(select(PAGES.c.status, PAGES.c.attempts).where(PAGES.c.escalation_id.in_(ids))).all()
+    assert set(statuses) == {("sent", 1)}
