@@ -19,6 +19,7 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
+from bot.alerts.payload import AlertStatus
 from bot.alerts.render import duration_text, lasted
 from bot.alerts.store import AlertView, GroupView
 from bot.mrkdwn import code_span
@@ -59,7 +60,7 @@ def _labels_text(alert: AlertView) -> str:
 def _annotations(group: GroupView) -> dict[str, str]:
     if group.common_annotations:
         return group.common_annotations
-    firing = [a for a in group.alerts if a.status == "firing"] or group.alerts
+    firing = [a for a in group.alerts if a.status == AlertStatus.FIRING] or group.alerts
     return firing[0].annotations if firing else {}
 
 
@@ -106,9 +107,9 @@ class BlockKitAlertRenderer:
     def _alert_lines(group: GroupView) -> str:
         lines = []
         for alert in group.alerts[:PARENT_ALERTS]:
-            mark = SEVERITY_ICON.get(alert.severity, ":large_blue_circle:") if alert.status == "firing" else RESOLVED_ICON
+            mark = SEVERITY_ICON.get(alert.severity, ":large_blue_circle:") if alert.status == AlertStatus.FIRING else RESOLVED_ICON
             when = alert.starts_at.strftime("%H:%M")
-            end = f"–{alert.ends_at.strftime('%H:%M')}" if alert.ends_at and alert.status == "resolved" else ""
+            end = f"–{alert.ends_at.strftime('%H:%M')}" if alert.ends_at and alert.status == AlertStatus.RESOLVED else ""
             lines.append(f"{mark} *{escape(alert.alertname[:80])}* {code_span(_cut(redact(_labels_text(alert)), 160))} {when}{end}")
         total = group.firing_count + group.resolved_count
         if total > len(lines):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.alerts.payload import AlertStatus
 from bot.escalation.policy import format_duration
 from bot.redaction import redact
 from bot.store.models import AuditEntry, Escalation, EscalationEvent
@@ -98,7 +99,7 @@ def alert_entries(session: Session, group_id: int | None) -> list[Entry]:
         except (TypeError, ValueError):
             shown = ""
         entries.append(Entry(_utc(starts_at), "alertmanager", f"Alert firing: {name} ({severity}) {shown}".strip(), "alert"))
-        if ends_at is not None and status == "resolved":
+        if ends_at is not None and status == AlertStatus.RESOLVED:
             entries.append(Entry(_utc(ends_at), "alertmanager", f"Alert resolved: {name} {shown}".strip(), "alert"))
     return entries
 
