@@ -20,13 +20,14 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.alerts.payload import AlertStatus
-from bot.alerts.render import duration_text, lasted
+from bot.alerts.render import lasted
 from bot.alerts.store import AlertView, GroupView
 from bot.mrkdwn import code_span
 from bot.outbox import OutMessage, Upload
 from bot.redaction import redact
 from bot.results import Result
 from bot.settings import Settings
+from bot.validators import format_duration
 from handlers.render_blocks import MAX_BLOCKS, escape, render_result
 
 PARENT_ALERTS = 10
@@ -132,7 +133,7 @@ class BlockKitAlertRenderer:
     # -- storms ----------------------------------------------------------------------------
     def storm(self, waiting: int, critical: int, posted: int, started: float | None) -> OutMessage:
         if waiting == 0:
-            took = f" in {duration_text(time.time() - started)}" if started else ""
+            took = f" in {format_duration(time.time() - started)}" if started else ""
             text = f":white_check_mark: *Alert storm over:* {posted} alert groups posted{took}."
         else:
             text = (

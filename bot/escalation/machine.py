@@ -32,9 +32,10 @@ from bot.escalation.claims import (
     event_values,
 )
 from bot.escalation.delivery import Delivery
-from bot.escalation.policy import EscalationPolicy, format_duration
+from bot.escalation.policy import EscalationPolicy
 from bot.escalation.state import BOT_ACTOR, OPEN, Status, Transition, aware, level_name
 from bot.escalation.views import EscalationView, clock, mention, view_of
+from bot.validators import format_duration
 
 _ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 RETRY_LATER_SECONDS = 0.5

@@ -18,9 +18,9 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.alerts.payload import AlertStatus
-from bot.escalation.policy import format_duration
 from bot.redaction import redact
 from bot.store.models import AuditEntry, Escalation, EscalationEvent
+from bot.validators import format_duration
 
 log = logging.getLogger(__name__)
 # Commands run shortly before the escalation started belong to the incident too.

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bot.escalation.channels import SlackMessageOut
-from bot.escalation.policy import format_duration
 from bot.escalation.state import Status, policy_of
+from bot.validators import format_duration
 
 # Action ids of the card's buttons; the value of each button is the escalation id.
 ACTION_PREFIX = "aia_esc"

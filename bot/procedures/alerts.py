@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from bot.alerts.render import duration_text
 from bot.alerts.store import AlertStore, GroupView
 from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable
 from bot.registry import Procedure, RiskClass
 from bot.results import Result, Status, Table, Text
+from bot.validators import format_duration
 
 SECTION = "Monitoring & Alerting › Setting Up Alerts"
 ICON = {"critical": ":red_circle:", "error": ":red_circle:", "warning": ":large_orange_circle:"}
@@ -32,7 +32,7 @@ def _line(group: GroupView, escape: Any) -> str:
     counts = f"{group.firing_count} firing" + (f", {group.resolved_count} resolved" if group.resolved_count else "")
     where = f"<{group.permalink}|thread>" if group.permalink else "_thread not posted yet_"
     return (f"{ICON.get(group.severity, ':large_blue_circle:')} *{escape(group.title)[:200]}* · {group.severity} · "
-            f"{counts} · since {group.opened_at.strftime('%H:%M')} UTC ({duration_text(since)}) · {where}")
+            f"{counts} · since {group.opened_at.strftime('%H:%M')} UTC ({format_duration(since)}) · {where}")
 
 
 def _escape(text: str) -> str:

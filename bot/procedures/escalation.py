@@ -21,7 +21,6 @@ from typing import Any
 from bot.context import ProcedureContext
 from bot.errors import UserError
 from bot.escalation.channels import PageFailed
-from bot.escalation.policy import format_duration
 from bot.escalation.service import EscalationService
 from bot.escalation.timeline import timeline_markdown
 from bot.escalation.views import clock, mention, status_line
@@ -29,7 +28,7 @@ from bot.mrkdwn import escape_mrkdwn
 from bot.registry import Param, Procedure, RiskClass
 from bot.results import Fields, Result, Status, Table, Text
 from bot.roles import Role
-from bot.validators import duration
+from bot.validators import duration, format_duration
 
 RUNBOOK = ("Contacts & Escalation › On-Call Procedures", "Contacts & Escalation › Communication Channels")
 _ID = re.compile(r"^E?[2-9A-HJ-NP-Z]{6}$", re.IGNORECASE)
