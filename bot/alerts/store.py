@@ -20,16 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.alerts.payload import AlertIn, AlertStatus, WebhookPayload, severity_rank
 from bot.store.models import AlertGroup, AlertRecord
+from bot.timeutil import assume_utc
 
 # Alerts shown per group in views (the parent message shows fewer; the thread's file, all).
 MAX_VIEW_ALERTS = 500
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without a zone; everything we store is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -235,7 +229,7 @@ def _alert_row(alert: AlertIn, group_id: int, key: str, now: datetime) -> dict[s
 
 def _identity(fingerprint: str, starts_at: datetime) -> tuple[str, datetime]:
     # Aware datetimes compare (and hash) by instant, whatever zone object they carry.
-    return fingerprint, starts_at if starts_at.tzinfo else starts_at.replace(tzinfo=UTC)
+    return fingerprint, assume_utc(starts_at)
 
 
 class AlertStore:
@@ -347,7 +341,7 @@ class AlertStore:
             ends = session.scalar(select(func.max(AlertRecord.ends_at)).where(AlertRecord.group_id == group.id))
             group.firing_count = 0
             group.status = AlertStatus.RESOLVED
-            group.resolved_at = as_utc(ends) or now
+            group.resolved_at = assume_utc(ends) or now
 
     # -- reading -------------------------------------------------------------------
     def view(self, session: Session, group_id: int, max_alerts: int = MAX_VIEW_ALERTS) -> GroupView | None:
@@ -365,15 +359,15 @@ class AlertStore:
             group_labels=json.loads(group.group_labels), common_labels=json.loads(group.common_labels),
             common_annotations=json.loads(group.common_annotations), external_url=group.external_url,
             firing_count=group.firing_count, resolved_count=group.resolved_count,
-            truncated_alerts=group.truncated_alerts, opened_at=as_utc(group.opened_at) or datetime.now(UTC),
-            updated_at=as_utc(group.updated_at) or datetime.now(UTC), resolved_at=as_utc(group.resolved_at),
+            truncated_alerts=group.truncated_alerts, opened_at=assume_utc(group.opened_at) or datetime.now(UTC),
+            updated_at=assume_utc(group.updated_at) or datetime.now(UTC), resolved_at=assume_utc(group.resolved_at),
             channel_id=group.channel_id, thread_ts=group.thread_ts, permalink=group.permalink,
             previous_permalink=previous.permalink if previous else None,
             alerts=[
                 AlertView(
                     alertname=r.alertname, status=AlertStatus(r.status), severity=r.severity, labels=json.loads(r.labels),
-                    annotations=json.loads(r.annotations), starts_at=as_utc(r.starts_at) or datetime.now(UTC),
-                    ends_at=as_utc(r.ends_at), generator_url=r.generator_url, fingerprint=r.fingerprint,
+                    annotations=json.loads(r.annotations), starts_at=assume_utc(r.starts_at) or datetime.now(UTC),
+                    ends_at=assume_utc(r.ends_at), generator_url=r.generator_url, fingerprint=r.fingerprint,
                 )
                 for r in records
             ],

@@ -35,6 +35,7 @@ from bot.roles import Role, RoleResolver
 from bot.settings import Settings
 from bot.store.audit import AuditLog, AuditRecord
 from bot.store.models import ApprovalRequest
+from bot.timeutil import assume_utc
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +104,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def same_person_key(email: str | None) -> str:
     """The form two profile emails are compared in: NFKC, case-folded, ``+tag`` dropped.
 
@@ -141,8 +136,8 @@ def _view(row: ApprovalRequest) -> ApprovalView:
         warning=snapshot.get("_warning"),
         requester_id=row.requester_id,
         status=ApprovalStatus(row.status),
-        created_at=_aware(row.created_at) or _now(),
-        expires_at=_aware(row.expires_at) or _now(),
+        created_at=assume_utc(row.created_at) or _now(),
+        expires_at=assume_utc(row.expires_at) or _now(),
         required_approvals=row.required_approvals,
         approvals=json.loads(row.approvals or "[]"),
         decided_by=row.decided_by,
@@ -330,7 +325,7 @@ class ApprovalService:
                                     "Decide on the request's own card, in its channel.", view)
             if row.status != ApprovalStatus.PENDING:
                 return self._refuse(clicker, request_id, decision, f"This request is already {row.status}.", view)
-            if _now() > (_aware(row.expires_at) or _now()):
+            if _now() > (assume_utc(row.expires_at) or _now()):
                 row.status, row.decided_at = ApprovalStatus.EXPIRED, _now()
                 self._queue("system", row.procedure, "expired", f"request {row.id} expired", clicker)
                 return Decision(view=_view(row), message="This request has expired; nothing was run.",
@@ -496,9 +491,9 @@ class ApprovalService:
             ).scalars().all()
             ids = []
             for row in rows:
-                decided = _aware(row.decided_at) or now
+                decided = assume_utc(row.decided_at) or now
                 if row.status == ApprovalStatus.EXECUTING:
-                    started = _aware(row.executed_at) or now
+                    started = assume_utc(row.executed_at) or now
                     if now - started < timedelta(seconds=self.settings.aia_approval_claim_timeout_seconds):
                         continue  # someone is running it right now
                     # Its runner died. Back to approved: the snapshot check tells whether the

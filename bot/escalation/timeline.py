@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.alerts.payload import AlertStatus
 from bot.redaction import redact
 from bot.store.models import AuditEntry, Escalation, EscalationEvent
+from bot.timeutil import assume_utc
 from bot.validators import format_duration
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,7 @@ class Entry:
 
 
 def _utc(at: datetime | None) -> datetime:
-    if at is None:
-        return datetime.fromtimestamp(0, UTC)
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(0, UTC) if at is None else assume_utc(at)
 
 
 def _cell(value: str) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from bot.escalation.channels import SlackMessageOut
 from bot.escalation.state import Status, policy_of
+from bot.timeutil import assume_utc
 from bot.validators import format_duration
 
 # Action ids of the card's buttons; the value of each button is the escalation id.
@@ -124,10 +125,10 @@ def view_of(row: Any, now: Callable[[], datetime]) -> EscalationView:
     return EscalationView(
         id=row.id, title=row.title, source=row.source, severity=row.severity, status=Status(row.status),
         current_level=row.current_level, levels=levels, created_by=row.created_by,
-        created_at=_utc(row.created_at) or now(), next_level=row.next_level,
-        next_due_at=_utc(row.next_due_at), snoozed_until=_utc(row.snoozed_until),
-        acknowledged_by=row.acknowledged_by, acknowledged_at=_utc(row.acknowledged_at),
-        resolved_by=row.resolved_by, resolved_at=_utc(row.resolved_at), cycle=row.cycle, repeat=policy.repeat,
+        created_at=assume_utc(row.created_at) or now(), next_level=row.next_level,
+        next_due_at=assume_utc(row.next_due_at), snoozed_until=assume_utc(row.snoozed_until),
+        acknowledged_by=row.acknowledged_by, acknowledged_at=assume_utc(row.acknowledged_at),
+        resolved_by=row.resolved_by, resolved_at=assume_utc(row.resolved_at), cycle=row.cycle, repeat=policy.repeat,
     )
 
 
@@ -137,7 +138,3 @@ def _targets(notify: list[str], email: list[str], webhook: str | None) -> str:
         parts.append("phone line (webhook)")
     return " ".join(parts)
 
-
-def _utc(at: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything here is UTC.
-    return at if at is None or at.tzinfo else at.replace(tzinfo=UTC)

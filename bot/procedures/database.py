@@ -33,6 +33,7 @@ from bot.procedures.kube_format import human_bytes
 from bot.registry import Param, Plan, Procedure, RiskClass
 from bot.results import Fields, Result, Status, Table, Text
 from bot.store.cloud_operations import CloudOperation, CloudOperationStore
+from bot.timeutil import assume_utc
 from bot.validators import bounded_int, format_duration, parse_duration
 
 log = logging.getLogger(__name__)
@@ -501,7 +502,7 @@ def point_in_time(text: str) -> datetime:
         moment = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError("give a time as 2026-11-30T14:05:00Z (UTC), with an offset, or as `30m ago`") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return assume_utc(moment)
 
 
 def instance_name(text: str) -> str:
