@@ -53,7 +53,6 @@ class Settings(BaseSettings):
         None, description="Path to a kubeconfig; unset means in-cluster config (or ~/.kube/config)."
     )
     aia_namespace: str = Field("aia-production", description="The namespace the bot operates in.")
-    aia_monitoring_namespace: str = Field("aia-monitoring", description="Monitoring namespace.")
     aia_deployment_blue: str = Field("aia-api-blue", description="Blue API deployment.")
     aia_deployment_green: str = Field("aia-api-green", description="Green API deployment.")
     aia_api_service: str = Field("aia-api", description="Service whose selector picks the live colour.")
@@ -330,7 +329,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("aia_namespace", "aia_monitoring_namespace")
+    @field_validator("aia_namespace")
     @classmethod
     def _namespace_name(cls, value: str) -> str:
         if not _K8S_LABEL.match(value):

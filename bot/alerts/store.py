@@ -381,7 +381,3 @@ class AlertStore:
             ).all()
             views = [self.view(session, gid, max_alerts=20) for gid in ids]
             return [v for v in views if v is not None]
-
-    def count_alerts(self) -> int:
-        with self.sessions() as session:
-            return int(session.scalar(select(func.count()).select_from(AlertRecord)) or 0)

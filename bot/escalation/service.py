@@ -230,9 +230,6 @@ class EscalationService:
     def refresh_card(self, escalation_id: str) -> None:
         self.delivery.refresh_card(escalation_id)
 
-    def refresh_card_later(self, escalation_id: str) -> None:
-        self.background(self.refresh_card, escalation_id)
-
     def retry_pages(self, limit: int = 200) -> int:
         """Send pages whose retry time came, or whose claim holder died (lease over, no heartbeat)."""
         claimed = self.claims.recover(limit)
