@@ -118,7 +118,7 @@ class SlackFrontend:
             await ack()
             self.submit(self.handle_approval_button, body)
 
-        from handlers.escalation_actions import register_escalation_actions  # issue #5
+        from handlers.escalation_actions import register_escalation_actions
         register_escalation_actions(app, self)
         return app
 

@@ -91,7 +91,7 @@ class StartOn(BaseModel):
 
 
 class EscalationPolicy(BaseModel):
-    """The ``escalation:`` section of the YAML config (DESIGN.md shape, plus a few options)."""
+    """The ``escalation:`` section of the YAML config: the runbook's levels, plus a few options."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,6 +1,6 @@
 """The incident timeline as Markdown: the start of a postmortem.
 
-Merges, in time order: the alerts of the escalation's alert group (issue #4's
+Merges, in time order: the alerts of the escalation's alert group (the alert
 tables, read defensively: they may not exist in this deployment), the
 escalation's own events (pages, late pages, failed pages, acknowledgements,
 snoozes, resolution), and the audit log of the channel during the incident
@@ -69,7 +69,7 @@ def escalation_entries(session: Session, escalation_id: str) -> list[Entry]:
 
 
 def alert_entries(session: Session, group_id: int | None) -> list[Entry]:
-    """Issue #4's alert rows, if its tables exist here; nothing otherwise."""
+    """The group's alert rows, if the alert tables exist here; nothing otherwise."""
     if group_id is None:
         return []
     try:

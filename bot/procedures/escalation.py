@@ -5,7 +5,7 @@ its id (shown on the card in the thread, e.g. ``E7K3Q2X``) or, without one, act
 on the only open escalation of the channel; with several open they list them.
 The card's buttons pass the id, so clicks are never ambiguous.
 
-Who may do what (issue #9): silencing paging is a write. ``page``, ``snooze``,
+Who may do what: silencing paging is a write. ``page``, ``snooze``,
 ``resolve`` and ``escalate`` need the operator role. ``ack`` needs the operator role
 *or* being one of the people paged for that escalation (a viewer in the paged on-call
 group may say "I have it", nobody else may stop the timers). The person who used

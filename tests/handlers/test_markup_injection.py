@@ -1,4 +1,4 @@
-"""Chat markup injection (issue #9), property-tested through every renderer.
+"""Chat markup injection, property-tested through every renderer.
 
 Hostile text (what a person types or an alert carries: ``<!channel>``, ``<!here>``,
 ``<@U…>``, ``<http…|…>``, ``*``, ``_``, ``~``, backticks, ``&``) is fed into every field a

@@ -237,7 +237,7 @@ def test_snooze_pauses_then_pages_the_level_again(esc_core_factory: CoreFactory,
     core = esc_core_factory(policy_dict(webhook.url, wait="3s"))
     esc_id = _page(core)
     _wait_thread(slack, core, esc_id, "Paging level 1")
-    assert run_as(core, "oncall", "snooze 1s").kind is OutcomeKind.REFUSED  # snoozing needs operator (issue #9)
+    assert run_as(core, "oncall", "snooze 1s").kind is OutcomeKind.REFUSED  # silencing paging is a write: operator
     assert run_as(core, "operator", "snooze 1s").kind is OutcomeKind.OK
     thread = _wait_thread(slack, core, esc_id, "the snooze is over")
     assert any("Snoozed" in t for t in thread)
