@@ -22,12 +22,11 @@ class BackgroundService(Protocol):
 
 def background_services(core: Core) -> list[BackgroundService]:
     services: list[BackgroundService] = []
-    # Issue #3 (approvals: expiry sweep), #4 (Slack outbox), #5 (escalation scheduler)
-    # append their services here.
+    # Everything that runs in the background of a replica, started and stopped together.
     if core.alerts is not None:
-        services.append(core.alerts.folder)  # issue #4: webhooks stored in the inbox -> alert groups
-        services.append(core.alerts.outbox)  # issue #4: the Slack outbox (alert threads)
-    if core.escalation is not None:  # issue #5: escalation timers (APScheduler) and page retries
+        services.append(core.alerts.folder)  # webhooks stored in the inbox -> alert groups
+        services.append(core.alerts.outbox)  # the Slack outbox (alert threads)
+    if core.escalation is not None:  # escalation timers (APScheduler) and page retries
         from bot.escalation.scheduler import EscalationScheduler
 
         services.append(EscalationScheduler(

@@ -41,7 +41,7 @@ class Core:
     dispatcher: Dispatcher
     web: WebClient | None
     events: EventBus = field(default_factory=EventBus)
-    # Issues #3, #4, #5 add their services as fields below, each defaulting to None.
+    # Optional services: None where their part is not built (a script, a test of one part).
     approvals: ApprovalService | None = None
     alerts: AlertService | None = None
     escalation: EscalationService | None = None
@@ -83,8 +83,8 @@ def build_core(settings: Settings, config: BotConfigFile | None = None, run_migr
         settings, config, registry, engine, sessions, audit, backends, roles, dispatcher, web,
         events=events, approvals=approvals,
     )
-    # Issues #4 and #5 construct their services here, on `core`.
+    # Built after `core`: the escalation service needs the whole core (dispatcher, events, web).
     core.alerts = AlertService(settings, config, registry, sessions, backends, core.events, web)
-    core.escalation = build_escalation(core, clock)  # issue #5: escalation paging
+    core.escalation = build_escalation(core, clock)
     backends.alerts, backends.escalation = core.alerts, core.escalation
     return core

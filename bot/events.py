@@ -59,9 +59,6 @@ class EventBus:
         with self._lock:
             self._subscribers[event_type].append(handler)
 
-    def has_subscribers(self, event_type: type) -> bool:
-        return bool(self._subscribers.get(event_type))
-
     def publish(self, event: object) -> None:
         for handler in list(self._subscribers.get(type(event), [])):
             try:

@@ -46,6 +46,15 @@ def escape_mrkdwn(text: str, placement: Placement = "text") -> str:
     return _FORMATTING.sub(lambda m: _LOOK_ALIKE[m.group(0)], text)
 
 
+def decode_entities(text: str) -> str:
+    """The reverse of the entities: ``&lt;``, ``&gt;`` and ``&amp;`` as the characters.
+
+    For text leaving Slack (what people typed, what a terminal shows). ``&amp;`` goes last,
+    so ``&amp;lt;`` (an escaped entity) decodes to the text ``&lt;``, not to ``<``.
+    """
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def code_span(text: str) -> str:
     """``text`` shown as inline code, escaped: for commands, queries, label values.
 

@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
 from prometheus_client import Counter
@@ -49,6 +50,16 @@ from bot.redaction import redact
 from bot.store.models import OutboxChannel, OutboxMessage
 
 log = logging.getLogger(__name__)
+
+
+class OutboxState(StrEnum):
+    """``slack_outbox.state``: the stored strings are these values."""
+
+    PENDING = "pending"  # waiting for its time (``not_before``) and a free channel slot
+    SENDING = "sending"  # claimed by a replica until ``lease_until``
+    DONE = "done"  # sent, or superseded by a newer pending row with its coalesce key
+    FAILED = "failed"  # given up: a permanent Slack error or too many attempts
+
 
 SENT = Counter("aia_bot_outbox_sent_total", "Outbox rows finished", ["kind", "outcome"])
 RATE_LIMITED = Counter("aia_bot_outbox_ratelimited_total", "HTTP 429 answers from Slack to the outbox")
@@ -336,7 +347,7 @@ class Outbox:
         now = time.time()
         values = dict(
             kind=kind, channel=channel, group_id=group_id, coalesce_key=coalesce_key,
-            priority=priority, payload=json.dumps(payload or {}), state="pending", attempts=0,
+            priority=priority, payload=json.dumps(payload or {}), state=OutboxState.PENDING, attempts=0,
             not_before=now + delay, created_at=now,
         )
         if coalesce_key is None:
@@ -354,7 +365,7 @@ class Outbox:
         now = time.time()
         session.connection().execute(_coalescing_insert(session.get_bind().dialect.name), [
             dict(kind=kind, channel=channel, group_id=group_id, coalesce_key=key, priority=priority,
-                 payload="{}", state="pending", attempts=0, not_before=now, created_at=now)
+                 payload="{}", state=OutboxState.PENDING, attempts=0, not_before=now, created_at=now)
             for priority, group_id, key in rows
         ])
 
@@ -468,8 +479,8 @@ class Outbox:
                 .where(
                     OutboxMessage.kind.in_(kinds),
                     or_(
-                        (OutboxMessage.state == "pending") & (OutboxMessage.not_before <= now),
-                        (OutboxMessage.state == "sending") & (OutboxMessage.lease_until < now),
+                        (OutboxMessage.state == OutboxState.PENDING) & (OutboxMessage.not_before <= now),
+                        (OutboxMessage.state == OutboxState.SENDING) & (OutboxMessage.lease_until < now),
                     ),
                 )
                 .order_by(OutboxMessage.priority, OutboxMessage.id)
@@ -498,7 +509,7 @@ class Outbox:
                         blocked_channels.add(row.channel)
                         wake_at = reserved_until if wake_at is None else min(wake_at, reserved_until)
                         continue
-                row.state = "sending"
+                row.state = OutboxState.SENDING
                 row.lease_until = now + LEASE_SECONDS
                 row.claimed_by = self.worker_id
                 session.flush()
@@ -571,7 +582,7 @@ class Outbox:
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row.id, OutboxMessage.claimed_by == self.worker_id)
-                .values(state="done", sent_at=time.time(), result_ts=ts, lease_until=None)
+                .values(state=OutboxState.DONE, sent_at=time.time(), result_ts=ts, lease_until=None)
             )
         SENT.labels(row.kind, "sent").inc()
         for event in events:
@@ -665,15 +676,15 @@ class Outbox:
                            OutboxChannel.next_post_at < now + problem.retry_after)
                     .values(next_post_at=now + problem.retry_after)
                 )
-            values: dict[str, Any] = dict(state="pending", not_before=now + problem.retry_after)
+            values: dict[str, Any] = dict(state=OutboxState.PENDING, not_before=now + problem.retry_after)
         else:
             attempts = row.attempts + 1
             if attempts >= self.max_attempts:
-                values = dict(state="failed", attempts=attempts, last_error=str(problem)[:500])
+                values = dict(state=OutboxState.FAILED, attempts=attempts, last_error=str(problem)[:500])
                 log.error("outbox row %s (%s) given up after %s attempts: %s", row.id, row.kind, attempts, problem)
             else:
                 backoff = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (attempts - 1)) * random.uniform(1.0, 1.25)
-                values = dict(state="pending", attempts=attempts, not_before=now + backoff,
+                values = dict(state=OutboxState.PENDING, attempts=attempts, not_before=now + backoff,
                               last_error=str(problem)[:500])
         try:
             with self.sessions() as session, session.begin():
@@ -690,7 +701,7 @@ class Outbox:
     def _drop(self, row_id: int) -> None:
         with self.sessions() as session, session.begin():
             session.execute(update(OutboxMessage).where(OutboxMessage.id == row_id).values(
-                state="done", last_error="superseded by a newer pending row", lease_until=None))
+                state=OutboxState.DONE, last_error="superseded by a newer pending row", lease_until=None))
 
     def _fail(self, row: OutboxMessage, error: str) -> None:
         log.error("outbox row %s (%s) failed for good: %s", row.id, row.kind, error)
@@ -698,6 +709,6 @@ class Outbox:
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row.id)
-                .values(state="failed", last_error=error[:500], lease_until=None)
+                .values(state=OutboxState.FAILED, last_error=error[:500], lease_until=None)
             )
         SENT.labels(row.kind, "failed").inc()

@@ -53,7 +53,6 @@ class Settings(BaseSettings):
         None, description="Path to a kubeconfig; unset means in-cluster config (or ~/.kube/config)."
     )
     aia_namespace: str = Field("aia-production", description="The namespace the bot operates in.")
-    aia_monitoring_namespace: str = Field("aia-monitoring", description="Monitoring namespace.")
     aia_deployment_blue: str = Field("aia-api-blue", description="Blue API deployment.")
     aia_deployment_green: str = Field("aia-api-green", description="Green API deployment.")
     aia_api_service: str = Field("aia-api", description="Service whose selector picks the live colour.")
@@ -155,7 +154,7 @@ class Settings(BaseSettings):
     )
     aia_log_level: str = Field("INFO", description="Log level of the bot's own logs.")
 
-    # --- Two-person rule and write procedures (issue #3) ---------------------
+    # --- Two-person rule and write procedures ---------------------------------
     aia_approval_ttl_seconds: int = Field(
         900, ge=5, le=86400, description="How long a destructive request waits for approval."
     )
@@ -177,9 +176,9 @@ class Settings(BaseSettings):
         2.0, gt=0, le=60, description="How often rollout progress is read."
     )
     aia_api_port: int = Field(8000, ge=1, le=65535, description="Port of the API service (health checks).")
-    # --- end issue #3 ----------------------------------------------------------
+    # --- end two-person rule ---------------------------------------------------
 
-    # --- Alert threads and the Slack outbox (issue #4) -----------------------
+    # --- Alert threads and the Slack outbox -------------------------------------
     aia_outbox_post_interval_seconds: float = Field(
         1.0, ge=0, le=60,
         description="Seconds between two chat.postMessage calls to one channel, across all replicas (Slack: ~1/s).",
@@ -198,9 +197,9 @@ class Settings(BaseSettings):
         True, description="Post Prometheus value and graph, pods, events and logs into each alert thread."
     )
     aia_alert_log_lines: int = Field(20, ge=0, le=200, description="Log lines of the worst pod in an alert thread.")
-    # --- end issue #4 ----------------------------------------------------------
+    # --- end alert threads -----------------------------------------------------
 
-    # --- Escalation (issue #5) -------------------------------------------------
+    # --- Escalation --------------------------------------------------------------
     smtp_host: str | None = Field(None, description="SMTP server for email pages; unset = no email paging.")
     smtp_port: int = Field(587, ge=1, le=65535, description="SMTP port (587 = submission with STARTTLS).")
     smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS before sending.")
@@ -227,7 +226,7 @@ class Settings(BaseSettings):
         60.0, gt=0, description="A page claimed by a replica that died is retried by another after this."
     )
     aia_escalation_workers: int = Field(8, ge=1, le=64, description="Threads per replica that fire steps and send pages.")
-    # --- end issue #5 ----------------------------------------------------------
+    # --- end escalation ----------------------------------------------------------
 
     # --- Trust boundary ---------------------------------------------------------
     aia_audit_key: SecretStr | None = Field(
@@ -330,7 +329,7 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("aia_namespace", "aia_monitoring_namespace")
+    @field_validator("aia_namespace")
     @classmethod
     def _namespace_name(cls, value: str) -> str:
         if not _K8S_LABEL.match(value):

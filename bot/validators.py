@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-_DURATION = re.compile(r"^(\d+)([smhd])$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # DNS-1123 subdomain: what Kubernetes accepts as a pod or deployment name.
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -17,14 +17,51 @@ _REQUIREMENT = re.compile(
 )
 
 
+def parse_duration(value: object) -> float:
+    """``30s``, ``5m``, ``1h``, ``1h30m``, ``1h 30m``, ``1.5h`` or a number of seconds → seconds.
+
+    The one reader of durations (procedure parameters, the escalation policy's waits); it
+    reads back what :func:`format_duration` writes. A leading ``-`` gives a negative number:
+    callers decide what range they accept. Raises ValueError saying what is wrong.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 1h or 1h30m)")
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    negative = text.startswith("-")
+    body = text[1:] if negative else text
+    if not body or _DURATION_PART.sub("", body) != "":
+        raise ValueError(f"{str(value)!r} is not a duration (use 30s, 5m, 1h or 1h30m)")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(body))
+    return -seconds if negative else seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds → the two largest units, for people: ``45s``, ``5m``, ``1h 30m``, ``2d 3h``.
+
+    The one writer of durations: rounded to whole seconds, and past two units the rest is
+    dropped (``1h 30m 15s`` shows as ``1h 30m``). Negative amounts count as 0.
+    """
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            count, seconds = divmod(seconds, size)
+            parts.append(f"{count}{unit}")
+    return " ".join(parts[:2])
+
+
 def duration(max_seconds: int) -> Callable[[str], int]:
-    """``90s``, ``15m``, ``1h``, ``2d`` → seconds, bounded."""
+    """A parameter converter: a duration (:func:`parse_duration`) → whole seconds, 1 to ``max_seconds``."""
 
     def convert(text: str) -> int:
-        match = _DURATION.fullmatch(text.strip().lower())
-        if not match:
-            raise ValueError("use a number and a unit, like 30m, 1h or 2d")
-        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        try:
+            seconds = round(parse_duration(text))
+        except ValueError:
+            raise ValueError("use a number and a unit, like 30m, 1h, 1h30m or 2d") from None
         if seconds <= 0:
             raise ValueError("must be more than zero")
         if seconds > max_seconds:
@@ -32,14 +69,6 @@ def duration(max_seconds: int) -> Callable[[str], int]:
         return seconds
 
     return convert
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def k8s_name(text: str) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from bot.approvals.service import ApprovalStoreUnavailable
+from bot.approvals.service import ApprovalStatus, ApprovalStoreUnavailable
 from bot.context import Caller
 from bot.core import Core, build_core
 from bot.escalation.policy import EscalationPolicy
@@ -562,7 +562,7 @@ class Console:
             return
         self.out(f"[approval {view.id}] {view.status.upper()}: {self.markup(view.summary)}")
         self.out(f"  requested by {view.requester_id}; approvals {len(view.approvals)}/{view.required_approvals}")
-        if view.status == "pending":
+        if view.status == ApprovalStatus.PENDING:
             self.out("  preview:\n    " + view.preview.replace("\n", "\n    "))
             self.buttons = [Action(label, f":decide {label.lower()} {view.id} {ts}")
                             for label in ("Approve", "Deny", "Cancel")]

@@ -19,13 +19,15 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.alerts.render import duration_text, lasted
+from bot.alerts.payload import AlertStatus
+from bot.alerts.render import lasted
 from bot.alerts.store import AlertView, GroupView
 from bot.mrkdwn import code_span
 from bot.outbox import OutMessage, Upload
 from bot.redaction import redact
 from bot.results import Result
 from bot.settings import Settings
+from bot.validators import format_duration
 from handlers.render_blocks import MAX_BLOCKS, escape, render_result
 
 PARENT_ALERTS = 10
@@ -59,7 +61,7 @@ def _labels_text(alert: AlertView) -> str:
 def _annotations(group: GroupView) -> dict[str, str]:
     if group.common_annotations:
         return group.common_annotations
-    firing = [a for a in group.alerts if a.status == "firing"] or group.alerts
+    firing = [a for a in group.alerts if a.status == AlertStatus.FIRING] or group.alerts
     return firing[0].annotations if firing else {}
 
 
@@ -106,9 +108,9 @@ class BlockKitAlertRenderer:
     def _alert_lines(group: GroupView) -> str:
         lines = []
         for alert in group.alerts[:PARENT_ALERTS]:
-            mark = SEVERITY_ICON.get(alert.severity, ":large_blue_circle:") if alert.status == "firing" else RESOLVED_ICON
+            mark = SEVERITY_ICON.get(alert.severity, ":large_blue_circle:") if alert.status == AlertStatus.FIRING else RESOLVED_ICON
             when = alert.starts_at.strftime("%H:%M")
-            end = f"–{alert.ends_at.strftime('%H:%M')}" if alert.ends_at and alert.status == "resolved" else ""
+            end = f"–{alert.ends_at.strftime('%H:%M')}" if alert.ends_at and alert.status == AlertStatus.RESOLVED else ""
             lines.append(f"{mark} *{escape(alert.alertname[:80])}* {code_span(_cut(redact(_labels_text(alert)), 160))} {when}{end}")
         total = group.firing_count + group.resolved_count
         if total > len(lines):
@@ -131,7 +133,7 @@ class BlockKitAlertRenderer:
     # -- storms ----------------------------------------------------------------------------
     def storm(self, waiting: int, critical: int, posted: int, started: float | None) -> OutMessage:
         if waiting == 0:
-            took = f" in {duration_text(time.time() - started)}" if started else ""
+            took = f" in {format_duration(time.time() - started)}" if started else ""
             text = f":white_check_mark: *Alert storm over:* {posted} alert groups posted{took}."
         else:
             text = (

@@ -12,22 +12,22 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.approvals.service import ApprovalView
+from bot.approvals.service import ApprovalStatus, ApprovalView
 from bot.mrkdwn import code_span
 from bot.redaction import redact
 from handlers.render_blocks import SECTION_LIMIT, escape, escape_code
 
 APPROVAL_ACTION = "aia_approval"
 STATUS_LINE = {
-    "pending": ":hourglass_flowing_sand: *Waiting for approval*",
-    "approved": ":white_check_mark: *Approved* — running",
-    "executing": ":gear: *Running*",
-    "executed": ":white_check_mark: *Done*",
-    "failed": ":x: *Failed*",
-    "denied": ":no_entry: *Denied*",
-    "cancelled": ":heavy_multiplication_x: *Cancelled*",
-    "expired": ":alarm_clock: *Expired* — nothing was run",
-    "stale": ":warning: *Stale* — the target changed; nothing was run",
+    ApprovalStatus.PENDING: ":hourglass_flowing_sand: *Waiting for approval*",
+    ApprovalStatus.APPROVED: ":white_check_mark: *Approved* — running",
+    ApprovalStatus.EXECUTING: ":gear: *Running*",
+    ApprovalStatus.EXECUTED: ":white_check_mark: *Done*",
+    ApprovalStatus.FAILED: ":x: *Failed*",
+    ApprovalStatus.DENIED: ":no_entry: *Denied*",
+    ApprovalStatus.CANCELLED: ":heavy_multiplication_x: *Cancelled*",
+    ApprovalStatus.EXPIRED: ":alarm_clock: *Expired* — nothing was run",
+    ApprovalStatus.STALE: ":warning: *Stale* — the target changed; nothing was run",
 }
 
 
@@ -53,12 +53,14 @@ def render_card(view: ApprovalView) -> tuple[str, list[dict]]:
     blocks.append(SectionBlock(text=MarkdownTextObject(text="*Preview (server-side dry run)*\n" + _code(view.preview))))
     context = (f"Request `{view.id}` · approvals {len(view.approvals)}/{view.required_approvals} ({approvals}) · "
                f"expires <!date^{int(view.expires_at.timestamp())}^{{time}}|{view.expires_at:%H:%M UTC}>")
-    if view.decided_by and view.status in ("denied", "cancelled", "approved", "executed", "failed", "stale"):
+    if view.decided_by and view.status in (ApprovalStatus.DENIED, ApprovalStatus.CANCELLED, ApprovalStatus.APPROVED,
+                                           ApprovalStatus.EXECUTED, ApprovalStatus.FAILED, ApprovalStatus.STALE):
         context += f" · decided by <@{view.decided_by}>"
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=context[:2000])]))
-    if view.result and view.status in ("executed", "failed", "stale", "expired"):
+    if view.result and view.status in (ApprovalStatus.EXECUTED, ApprovalStatus.FAILED, ApprovalStatus.STALE,
+                                       ApprovalStatus.EXPIRED):
         blocks.append(SectionBlock(text=MarkdownTextObject(text=f"*Result:* {escape(redact(view.result))}"[:SECTION_LIMIT])))
-    if view.status == "pending":
+    if view.status == ApprovalStatus.PENDING:
         blocks.append(ActionsBlock(block_id=f"approval-{view.id}", elements=[
             ButtonElement(text="Approve", action_id=f"{APPROVAL_ACTION}:approve", value=view.id, style="primary"),
             ButtonElement(text="Deny", action_id=f"{APPROVAL_ACTION}:deny", value=view.id, style="danger"),

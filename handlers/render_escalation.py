@@ -18,6 +18,7 @@ from slack_sdk.models.blocks import (
 )
 
 from bot.escalation.channels import SlackMessageOut
+from bot.escalation.state import Status
 from bot.escalation.views import (
     ACTION_PREFIX,
     SNOOZE_CHOICES,
@@ -28,8 +29,8 @@ from bot.escalation.views import (
 )
 from handlers.render_blocks import SECTION_LIMIT, escape
 
-STATUS_ICON = {"active": ":rotating_light:", "snoozed": ":zzz:", "acknowledged": ":eyes:",
-               "resolved": ":large_green_circle:"}
+STATUS_ICON = {Status.ACTIVE: ":rotating_light:", Status.SNOOZED: ":zzz:", Status.ACKNOWLEDGED: ":eyes:",
+               Status.RESOLVED: ":large_green_circle:"}
 TONE_ICON = {"critical": "", "ok": "", "warning": "", "info": ""}
 
 
@@ -48,7 +49,7 @@ def card_buttons(view: EscalationView) -> list[ButtonElement]:
     if not view.is_open:
         return []
     buttons = []
-    if view.status != "acknowledged":
+    if view.status != Status.ACKNOWLEDGED:
         buttons.append(_button("Acknowledge", "ack", view.id, "primary"))
     buttons.append(_button("Escalate now", "escalate", view.id))
     buttons += [_button(f"Snooze {label}", f"snooze:{label}", view.id) for label, _ in SNOOZE_CHOICES]

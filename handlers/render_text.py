@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 import emoji
 
+from bot.mrkdwn import decode_entities
 from bot.redaction import redact
 from bot.results import Fields, Image, Preformatted, Result, Table, Text
 
@@ -44,7 +45,7 @@ def terminal_markup(names: Mapping[str, str] | None = None, ansi: bool = False) 
         text = _BOLD.sub((lambda m: f"{BOLD}{m.group(1)}{NORMAL}") if ansi else (lambda m: m.group(1)), text)
         text = _ITALIC.sub(lambda m: m.group(1), text)
         text = _CODE.sub(lambda m: m.group(1), text)
-        return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+        return decode_entities(text)
 
     return convert
 

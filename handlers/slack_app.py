@@ -22,7 +22,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookClient
 
-from bot.approvals.service import ApprovalStoreUnavailable
+from bot.approvals.service import ApprovalStatus, ApprovalStoreUnavailable
 from bot.context import Caller
 from bot.core import Core
 from bot.errors import ConfigurationError
@@ -118,7 +118,7 @@ class SlackFrontend:
             await ack()
             self.submit(self.handle_approval_button, body)
 
-        from handlers.escalation_actions import register_escalation_actions  # issue #5
+        from handlers.escalation_actions import register_escalation_actions
         register_escalation_actions(app, self)
         return app
 
@@ -299,7 +299,7 @@ class SlackFrontend:
             requester = Caller(view.requester_id, caller.team_id, view.channel_id)
             self.post_result(outcome.executed, view.command, requester, None, thread_ts=view.message_ts,
                              channel_id=view.channel_id)
-        elif view.status in ("stale", "failed") and view.result:
+        elif view.status in (ApprovalStatus.STALE, ApprovalStatus.FAILED) and view.result:
             self.web.chat_postMessage(channel=view.channel_id, thread_ts=view.message_ts,
                                       text=f":warning: {view.result}")
 
@@ -321,7 +321,7 @@ class SlackFrontend:
                 continue
             text, blocks = render_card(view)
             self.web.chat_update(channel=view.channel_id, ts=view.message_ts, text=text, blocks=blocks)
-            if view.status in ("executed", "failed", "stale") and view.result:
+            if view.status in (ApprovalStatus.EXECUTED, ApprovalStatus.FAILED, ApprovalStatus.STALE) and view.result:
                 self.web.chat_postMessage(channel=view.channel_id, thread_ts=view.message_ts,
                                           text=f"{view.status}: {view.result}")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.mrkdwn import code_span, escape_mrkdwn
+from bot.mrkdwn import code_span, decode_entities, escape_mrkdwn
 
 __all__ = ["code_span", "escape_mrkdwn", "slack_text_to_plain"]
 
@@ -21,4 +21,4 @@ def slack_text_to_plain(text: str) -> str:
     """
     text = _LABELLED.sub(lambda m: m.group(2) if not m.group(1).startswith(("@", "#")) else m.group(1)[1:], text)
     text = _BARE.sub(lambda m: m.group(1).lstrip("@#"), text)
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return decode_entities(text)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from bot.errors import BackendUnavailable, UserError
+from bot.timeutil import assume_utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -119,7 +120,7 @@ def _time(stamp: Any) -> datetime | None:
     moment = stamp if isinstance(stamp, datetime) else None
     if moment is None or moment.timestamp() <= 0:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return assume_utc(moment)
 
 
 def _wrapped(value: Any) -> Any:

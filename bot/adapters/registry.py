@@ -23,6 +23,7 @@ from urllib.parse import urljoin
 import requests
 
 from bot.errors import BackendUnavailable, UserError
+from bot.timeutil import assume_utc
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ def _parse_time(value: Any) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return assume_utc(moment)
 
 
 def _version_key(tag: str) -> tuple[tuple[int, int | str], ...]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.adapters.prometheus import range_points
+from bot.alerts.payload import AlertStatus
 from bot.alerts.runbook import RunbookMap
 from bot.alerts.store import GroupView
 from bot.context import Backends
@@ -135,7 +136,7 @@ class ContextGatherer:
     @staticmethod
     def _labels(group: GroupView) -> dict[str, str]:
         """Labels shared by the group, then the first firing alert's (for POD and friends)."""
-        firing = [a for a in group.alerts if a.status == "firing"] or group.alerts
+        firing = [a for a in group.alerts if a.status == AlertStatus.FIRING] or group.alerts
         labels = dict(firing[0].labels) if firing else {}
         labels.update(group.common_labels)
         return labels

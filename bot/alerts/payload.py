@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from enum import StrEnum
 from functools import cached_property
 from typing import Literal
 
@@ -31,6 +32,13 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if zone is None else value.astimezone(UTC)
 
 
+class AlertStatus(StrEnum):
+    """Alertmanager's alert and group status; ``alert_groups.status`` and ``alerts.status`` store these."""
+
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
 class PayloadError(ValueError):
     """The body is not a webhook payload we accept; the message is safe to show."""
 
@@ -38,7 +46,7 @@ class PayloadError(ValueError):
 class AlertIn(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    status: Literal["firing", "resolved"]
+    status: AlertStatus
     labels: dict[str, str]
     annotations: dict[str, str] = Field(default_factory=dict)
     starts_at: datetime = Field(alias="startsAt")
@@ -85,7 +93,7 @@ class WebhookPayload(BaseModel):
 
     version: Literal["4"]
     group_key: str = Field(alias="groupKey", min_length=1, max_length=8192)
-    status: Literal["firing", "resolved"]
+    status: AlertStatus
     receiver: str = Field("", max_length=255)
     group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
     common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")

@@ -10,6 +10,7 @@ from typing import Protocol
 from bot.alerts.store import GroupView
 from bot.outbox import OutMessage, Upload
 from bot.results import Image, Result
+from bot.validators import format_duration
 
 
 class AlertRenderer(Protocol):
@@ -20,21 +21,9 @@ class AlertRenderer(Protocol):
     def storm(self, waiting: int, critical: int, posted: int, started: float | None) -> OutMessage: ...
 
 
-def duration_text(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds < 600 else f"{seconds // 60}m"
-    hours, minutes = divmod(seconds // 60, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24}h"
-
-
 def lasted(group: GroupView) -> str:
     end = group.resolved_at or datetime.now(UTC)
-    return duration_text((end - group.opened_at).total_seconds())
+    return format_duration((end - group.opened_at).total_seconds())
 
 
 class PlainRenderer:

@@ -25,12 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.alerts.context import ContextGatherer
 from bot.alerts.inbox import INBOX_WAITING, FoldRound, Inbox, InboxFolder
-from bot.alerts.payload import WebhookPayload
+from bot.alerts.payload import AlertStatus, WebhookPayload
 from bot.alerts.render import AlertRenderer, PlainRenderer
 from bot.alerts.runbook import RunbookMap, live_deployment_reader
 from bot.alerts.store import AlertStore, IngestResult
 from bot.events import AlertGroupChanged, AlertGroupOpened, AlertGroupResolved, EventBus
-from bot.outbox import Delivery, Outbox
+from bot.outbox import Delivery, Outbox, OutboxState
 from bot.results import Result, Status
 from bot.settings import BotConfigFile, Settings
 from bot.store.models import AlertGroup, OutboxChannel, OutboxMessage
@@ -159,7 +159,7 @@ def waiting_groups(session: Session, channel: str) -> tuple[int, int]:
         .select_from(OutboxMessage)
         .join(AlertGroup, AlertGroup.id == OutboxMessage.group_id)
         .where(OutboxMessage.kind == GROUP, OutboxMessage.channel == channel,
-               OutboxMessage.state.in_(("pending", "sending")), AlertGroup.thread_ts.is_(None))
+               OutboxMessage.state.in_((OutboxState.PENDING, OutboxState.SENDING)), AlertGroup.thread_ts.is_(None))
         .group_by(AlertGroup.severity_rank)
     ).all()
     return sum(n for _, n in rows), sum(n for rank, n in rows if rank == 0)
@@ -203,7 +203,7 @@ class _GroupComposer:
             labels = {**_json(group.group_labels), **_json(group.common_labels)}
             events.append(AlertGroupOpened(group_id=group.id, group_key=group.group_key, severity=group.severity,
                                            labels=labels, channel_id=channel_id, thread_ts=ts))
-            if group.status == "resolved":
+            if group.status == AlertStatus.RESOLVED:
                 events.append(AlertGroupResolved(group_id=group.id))
         Outbox.enqueue(session, CONTEXT, row.channel, priority=CONTEXT_PRIORITY + group.severity_rank,
                        group_id=group.id, coalesce_key=f"context:{group.id}")

@@ -18,24 +18,18 @@ from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, upda
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.alerts.payload import AlertIn, WebhookPayload, severity_rank
+from bot.alerts.payload import AlertIn, AlertStatus, WebhookPayload, severity_rank
 from bot.store.models import AlertGroup, AlertRecord
+from bot.timeutil import assume_utc
 
 # Alerts shown per group in views (the parent message shows fewer; the thread's file, all).
 MAX_VIEW_ALERTS = 500
 
 
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without a zone; everything we store is UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 @dataclass(frozen=True)
 class AlertView:
     alertname: str
-    status: str
+    status: AlertStatus
     severity: str
     labels: dict[str, str]
     annotations: dict[str, str]
@@ -48,7 +42,7 @@ class AlertView:
 @dataclass(frozen=True)
 class GroupView:
     id: int
-    status: str
+    status: AlertStatus
     severity: str
     alertnames: list[str]
     group_labels: dict[str, str]
@@ -73,7 +67,7 @@ class GroupView:
 
     @property
     def firing(self) -> bool:
-        return self.status == "firing"
+        return self.status == AlertStatus.FIRING
 
 
 @dataclass
@@ -118,7 +112,7 @@ class _Batch:
         dialect = session.get_bind().dialect.name
         for chunk in _chunks(keys, 500):
             for group in session.scalars(
-                select(AlertGroup).where(AlertGroup.key_hash.in_(chunk), AlertGroup.status == "firing")
+                select(AlertGroup).where(AlertGroup.key_hash.in_(chunk), AlertGroup.status == AlertStatus.FIRING)
                 .order_by(AlertGroup.id).with_for_update()
             ):
                 self.open[group.key_hash] = group
@@ -161,9 +155,9 @@ class _Batch:
         self._inserts.append(entry)
 
     def resolve(self, entry: _Known, key: str, alert: AlertIn, ended: datetime) -> None:
-        entry.status = "resolved"
+        entry.status = AlertStatus.RESOLVED
         if entry.row is not None:  # not written yet: write it resolved
-            entry.row.update(status="resolved", ends_at=ended)
+            entry.row.update(status=AlertStatus.RESOLVED, ends_at=ended)
         else:
             self._resolutions.append({"b_key": key, "b_fingerprint": alert.fingerprint,
                                       "b_starts": alert.starts_at, "b_ended": ended})
@@ -190,7 +184,7 @@ class _Batch:
                 update(AlertRecord).where(
                     AlertRecord.key_hash == bindparam("b_key"), AlertRecord.fingerprint == bindparam("b_fingerprint"),
                     AlertRecord.starts_at == bindparam("b_starts"),
-                ).values(status="resolved", ends_at=bindparam("b_ended")),
+                ).values(status=AlertStatus.RESOLVED, ends_at=bindparam("b_ended")),
                 self._resolutions,
             )
             self._resolutions = []
@@ -235,7 +229,7 @@ def _alert_row(alert: AlertIn, group_id: int, key: str, now: datetime) -> dict[s
 
 def _identity(fingerprint: str, starts_at: datetime) -> tuple[str, datetime]:
     # Aware datetimes compare (and hash) by instant, whatever zone object they carry.
-    return fingerprint, starts_at if starts_at.tzinfo else starts_at.replace(tzinfo=UTC)
+    return fingerprint, assume_utc(starts_at)
 
 
 class AlertStore:
@@ -279,10 +273,10 @@ class AlertStore:
         new = [(ident, a) for ident, a in incoming.items() if ident not in known]
         resolving = [
             (known[ident], a) for ident, a in incoming.items()
-            if ident in known and a.status == "resolved" and known[ident].status == "firing"
+            if ident in known and a.status == AlertStatus.RESOLVED and known[ident].status == AlertStatus.FIRING
         ]
         stale = sum(1 for ident, a in incoming.items()
-                    if ident in known and a.status == "firing" and known[ident].status == "resolved")
+                    if ident in known and a.status == AlertStatus.FIRING and known[ident].status == AlertStatus.RESOLVED)
         if not new and not resolving:
             return IngestResult(group.id if group else None, stale=stale,
                                 thread_known=bool(group and group.opened_published))
@@ -300,9 +294,9 @@ class AlertStore:
         for entry, alert in resolving:
             batch.resolve(entry, key, alert, alert.ends_at or now)
         self._refresh_group(batch, group, payload, [a for _, a in new], len(resolving))
-        if group.status == "resolved":
+        if group.status == AlertStatus.RESOLVED:
             batch.open[key] = None
-        result.resolved = group.status == "resolved"
+        result.resolved = group.status == AlertStatus.RESOLVED
         result.thread_known = group.opened_published
         result.severity_rank = group.severity_rank
         return result
@@ -312,7 +306,7 @@ class AlertStore:
                     since: datetime, previous_id: int | None) -> AlertGroup:
         # The episode began when its first alert started firing, not when we heard of it.
         group = AlertGroup(
-            key_hash=key, group_key=payload.group_key, receiver=payload.receiver, status="firing",
+            key_hash=key, group_key=payload.group_key, receiver=payload.receiver, status=AlertStatus.FIRING,
             severity="none", severity_rank=5, alertnames="", group_labels="{}", common_labels="{}",
             common_annotations="{}", external_url=payload.external_url, truncated_alerts=0,
             firing_count=0, resolved_count=0, opened_at=min(since, now), updated_at=now,
@@ -328,7 +322,7 @@ class AlertStore:
         """Counts, names and severity updated from the change alone: no query per webhook
         beyond the ones that find and write the alerts (this is the storm's hot path)."""
         session, now = batch.session, batch.now
-        new_firing = sum(1 for a in new if a.status == "firing")
+        new_firing = sum(1 for a in new if a.status == AlertStatus.FIRING)
         group.firing_count = (group.firing_count or 0) + new_firing - resolving
         group.resolved_count = (group.resolved_count or 0) + (len(new) - new_firing) + resolving
         names = {n for n in (group.alertnames or "").split(",") if n} | {a.alertname for a in new}
@@ -346,8 +340,8 @@ class AlertStore:
             session.flush()
             ends = session.scalar(select(func.max(AlertRecord.ends_at)).where(AlertRecord.group_id == group.id))
             group.firing_count = 0
-            group.status = "resolved"
-            group.resolved_at = as_utc(ends) or now
+            group.status = AlertStatus.RESOLVED
+            group.resolved_at = assume_utc(ends) or now
 
     # -- reading -------------------------------------------------------------------
     def view(self, session: Session, group_id: int, max_alerts: int = MAX_VIEW_ALERTS) -> GroupView | None:
@@ -360,20 +354,20 @@ class AlertStore:
         ).all()
         previous = session.get(AlertGroup, group.previous_id) if group.previous_id else None
         return GroupView(
-            id=group.id, status=group.status, severity=group.severity,
+            id=group.id, status=AlertStatus(group.status), severity=group.severity,
             alertnames=[n for n in group.alertnames.split(",") if n],
             group_labels=json.loads(group.group_labels), common_labels=json.loads(group.common_labels),
             common_annotations=json.loads(group.common_annotations), external_url=group.external_url,
             firing_count=group.firing_count, resolved_count=group.resolved_count,
-            truncated_alerts=group.truncated_alerts, opened_at=as_utc(group.opened_at) or datetime.now(UTC),
-            updated_at=as_utc(group.updated_at) or datetime.now(UTC), resolved_at=as_utc(group.resolved_at),
+            truncated_alerts=group.truncated_alerts, opened_at=assume_utc(group.opened_at) or datetime.now(UTC),
+            updated_at=assume_utc(group.updated_at) or datetime.now(UTC), resolved_at=assume_utc(group.resolved_at),
             channel_id=group.channel_id, thread_ts=group.thread_ts, permalink=group.permalink,
             previous_permalink=previous.permalink if previous else None,
             alerts=[
                 AlertView(
-                    alertname=r.alertname, status=r.status, severity=r.severity, labels=json.loads(r.labels),
-                    annotations=json.loads(r.annotations), starts_at=as_utc(r.starts_at) or datetime.now(UTC),
-                    ends_at=as_utc(r.ends_at), generator_url=r.generator_url, fingerprint=r.fingerprint,
+                    alertname=r.alertname, status=AlertStatus(r.status), severity=r.severity, labels=json.loads(r.labels),
+                    annotations=json.loads(r.annotations), starts_at=assume_utc(r.starts_at) or datetime.now(UTC),
+                    ends_at=assume_utc(r.ends_at), generator_url=r.generator_url, fingerprint=r.fingerprint,
                 )
                 for r in records
             ],
@@ -382,12 +376,8 @@ class AlertStore:
     def open_groups(self, limit: int = 200) -> list[GroupView]:
         with self.sessions() as session:
             ids = session.scalars(
-                select(AlertGroup.id).where(AlertGroup.status == "firing")
+                select(AlertGroup.id).where(AlertGroup.status == AlertStatus.FIRING)
                 .order_by(AlertGroup.severity_rank, AlertGroup.opened_at).limit(limit)
             ).all()
             views = [self.view(session, gid, max_alerts=20) for gid in ids]
             return [v for v in views if v is not None]
-
-    def count_alerts(self) -> int:
-        with self.sessions() as session:
-            return int(session.scalar(select(func.count()).select_from(AlertRecord)) or 0)

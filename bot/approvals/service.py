@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import CursorResult, select, update
@@ -34,11 +35,29 @@ from bot.roles import Role, RoleResolver
 from bot.settings import Settings
 from bot.store.audit import AuditLog, AuditRecord
 from bot.store.models import ApprovalRequest
+from bot.timeutil import assume_utc
 
 log = logging.getLogger(__name__)
 
-OPEN = ("pending", "approved", "executing")
-FINAL = ("denied", "cancelled", "expired", "stale", "executed", "failed")
+
+
+class ApprovalStatus(StrEnum):
+    """``approval_requests.status``: the stored strings are these values."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    EXECUTED = "executed"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    STALE = "stale"
+    FAILED = "failed"
+
+
+OPEN = (ApprovalStatus.PENDING, ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING)
+FINAL = (ApprovalStatus.DENIED, ApprovalStatus.CANCELLED, ApprovalStatus.EXPIRED, ApprovalStatus.STALE,
+         ApprovalStatus.EXECUTED, ApprovalStatus.FAILED)
 
 Directory = Callable[[str], SlackUser | None]
 
@@ -58,7 +77,7 @@ class ApprovalView:
     preview: str
     warning: str | None
     requester_id: str
-    status: str
+    status: ApprovalStatus
     created_at: datetime
     expires_at: datetime
     required_approvals: int
@@ -83,12 +102,6 @@ class Decision:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def same_person_key(email: str | None) -> str:
@@ -122,9 +135,9 @@ def _view(row: ApprovalRequest) -> ApprovalView:
         preview=row.preview,
         warning=snapshot.get("_warning"),
         requester_id=row.requester_id,
-        status=row.status,
-        created_at=_aware(row.created_at) or _now(),
-        expires_at=_aware(row.expires_at) or _now(),
+        status=ApprovalStatus(row.status),
+        created_at=assume_utc(row.created_at) or _now(),
+        expires_at=assume_utc(row.expires_at) or _now(),
         required_approvals=row.required_approvals,
         approvals=json.loads(row.approvals or "[]"),
         decided_by=row.decided_by,
@@ -217,7 +230,7 @@ class ApprovalService:
             team_id=caller.team_id,
             channel_id=None,
             message_ts=None,
-            status="pending",
+            status=ApprovalStatus.PENDING,
             required_approvals=self.required_for(proc),
             approvals="[]",
             created_at=now,
@@ -254,8 +267,8 @@ class ApprovalService:
         """The card could not be posted: free the target instead of blocking it for 15 minutes."""
         with self.sessions.begin() as session:
             session.execute(update(ApprovalRequest).where(ApprovalRequest.id == request_id,
-                                                          ApprovalRequest.status == "pending")
-                            .values(status="failed", result=why, decided_at=_now()))
+                                                          ApprovalRequest.status == ApprovalStatus.PENDING)
+                            .values(status=ApprovalStatus.FAILED, result=why, decided_at=_now()))
 
     def get(self, request_id: str) -> ApprovalView | None:
         with self.sessions() as session:
@@ -275,7 +288,7 @@ class ApprovalService:
         except SQLAlchemyError as exc:
             log.error("approval store unreachable while deciding %s: %s", request_id, type(exc).__name__)
             raise ApprovalStoreUnavailable(str(type(exc).__name__)) from None
-        if outcome.accepted and outcome.view is not None and outcome.view.status == "approved":
+        if outcome.accepted and outcome.view is not None and outcome.view.status == ApprovalStatus.APPROVED:
             outcome.executed = self.execute(request_id)
             outcome.view = self.get(request_id)
             outcome.card_changed = True
@@ -310,10 +323,10 @@ class ApprovalService:
             ):
                 return self._refuse(clicker, request_id, decision,
                                     "Decide on the request's own card, in its channel.", view)
-            if row.status != "pending":
+            if row.status != ApprovalStatus.PENDING:
                 return self._refuse(clicker, request_id, decision, f"This request is already {row.status}.", view)
-            if _now() > (_aware(row.expires_at) or _now()):
-                row.status, row.decided_at = "expired", _now()
+            if _now() > (assume_utc(row.expires_at) or _now()):
+                row.status, row.decided_at = ApprovalStatus.EXPIRED, _now()
                 self._queue("system", row.procedure, "expired", f"request {row.id} expired", clicker)
                 return Decision(view=_view(row), message="This request has expired; nothing was run.",
                                 accepted=False, card_changed=True)
@@ -322,10 +335,10 @@ class ApprovalService:
                 return self._refuse(clicker, request_id, decision, problem, view)
             now = _now()
             if decision == "cancel":
-                row.status, row.decided_at, row.decided_by = "cancelled", now, clicker.user_id
+                row.status, row.decided_at, row.decided_by = ApprovalStatus.CANCELLED, now, clicker.user_id
                 message = "Cancelled; nothing was run."
             elif decision == "deny":
-                row.status, row.decided_at, row.decided_by = "denied", now, clicker.user_id
+                row.status, row.decided_at, row.decided_by = ApprovalStatus.DENIED, now, clicker.user_id
                 message = "Denied; nothing was run."
             else:
                 approvals = json.loads(row.approvals or "[]")
@@ -333,7 +346,7 @@ class ApprovalService:
                                   "at": now.isoformat()})
                 row.approvals = _canonical(approvals)
                 if len(approvals) >= row.required_approvals:
-                    row.status, row.decided_at, row.decided_by = "approved", now, clicker.user_id
+                    row.status, row.decided_at, row.decided_by = ApprovalStatus.APPROVED, now, clicker.user_id
                     message = "Approved; running it now."
                 else:
                     message = f"Approval {len(approvals)} of {row.required_approvals} recorded."
@@ -380,8 +393,8 @@ class ApprovalService:
         with self.sessions.begin() as session:
             cursor: CursorResult[Any] = session.execute(  # type: ignore[assignment]
                 update(ApprovalRequest)
-                .where(ApprovalRequest.id == request_id, ApprovalRequest.status == "approved")
-                .values(status="executing", claim_token=token, executed_at=_now())
+                .where(ApprovalRequest.id == request_id, ApprovalRequest.status == ApprovalStatus.APPROVED)
+                .values(status=ApprovalStatus.EXECUTING, claim_token=token, executed_at=_now())
             )
             claimed = cursor.rowcount
         if claimed != 1:
@@ -399,24 +412,24 @@ class ApprovalService:
         stored = json.loads(row.snapshot)
         stored_snapshot = {k: v for k, v in stored.items() if not k.startswith("_")}
         if proc is None or proc.plan is None or proc.execute is None:
-            return self._finish(row, token, "failed", f"procedure {row.procedure} is not available", None)
+            return self._finish(row, token, ApprovalStatus.FAILED, f"procedure {row.procedure} is not available", None)
         # The requester's role is read again, fresh: someone removed from the operators
         # between request and approval gets nothing run in their name.
         requester_role = self.roles.role_of(row.requester_id, fresh=True)
         needed = proc.role_for(args)
         if requester_role is None or requester_role < needed:
-            return self._finish(row, token, "failed",
+            return self._finish(row, token, ApprovalStatus.FAILED,
                                 f"The requester <@{row.requester_id}> no longer holds the {needed.label} role; "
                                 "nothing was run.", None)
         ctx = self._ctx(requester, requester_role)
         try:
             plan: Plan = proc.plan(ctx, args)
         except (UserError, BackendUnavailable) as exc:
-            return self._finish(row, token, "stale", f"Could not re-read the target: {exc}", None)
+            return self._finish(row, token, ApprovalStatus.STALE, f"Could not re-read the target: {exc}", None)
         if _canonical(plan.snapshot) != _canonical(stored_snapshot):
             changed = sorted(k for k in set(plan.snapshot) | set(stored_snapshot)
                              if _canonical(plan.snapshot.get(k)) != _canonical(stored_snapshot.get(k)))
-            return self._finish(row, token, "stale",
+            return self._finish(row, token, ApprovalStatus.STALE,
                                 f"The target changed since the request ({', '.join(changed)}); nothing was run. "
                                 "Request it again.", None)
         try:
@@ -426,18 +439,18 @@ class ApprovalService:
                         Caller(row.requester_id, row.team_id, row.channel_id), arguments=row.arguments)
         except Exception:  # noqa: BLE001 - no record, no run
             log.exception("could not audit the intent of request %s; not running it", row.id)
-            return self._finish(row, token, "failed", "The audit log could not be written, so nothing was run.",
+            return self._finish(row, token, ApprovalStatus.FAILED, "The audit log could not be written, so nothing was run.",
                                 None, audit=False)
         try:
             result = proc.execute(ctx, args, plan)
         except (UserError, BackendUnavailable) as exc:
-            return self._finish(row, token, "failed", f"Execution failed: {exc}", None)
+            return self._finish(row, token, ApprovalStatus.FAILED, f"Execution failed: {exc}", None)
         except Exception:  # noqa: BLE001 - recorded as failed; the traceback goes to our log only
             log.exception("executing approved request %s failed", row.id)
-            return self._finish(row, token, "failed", "Execution failed inside the bot; see its log.", None)
-        return self._finish(row, token, "executed", result.summary or result.title, result)
+            return self._finish(row, token, ApprovalStatus.FAILED, "Execution failed inside the bot; see its log.", None)
+        return self._finish(row, token, ApprovalStatus.EXECUTED, result.summary or result.title, result)
 
-    def _finish(self, row: ApprovalRequest, token: str, status: str, text: str, result: Result | None,
+    def _finish(self, row: ApprovalRequest, token: str, status: ApprovalStatus, text: str, result: Result | None,
                 audit: bool = True) -> Result | None:
         with self.sessions.begin() as session:
             session.execute(update(ApprovalRequest)
@@ -458,8 +471,8 @@ class ApprovalService:
         with self.sessions.begin() as session:
             expired = session.execute(
                 update(ApprovalRequest)
-                .where(ApprovalRequest.status == "pending", ApprovalRequest.expires_at < now)
-                .values(status="expired", decided_at=now)
+                .where(ApprovalRequest.status == ApprovalStatus.PENDING, ApprovalRequest.expires_at < now)
+                .values(status=ApprovalStatus.EXPIRED, decided_at=now)
                 .returning(ApprovalRequest.id)
             ).scalars().all()
         for request_id in expired:
@@ -474,20 +487,20 @@ class ApprovalService:
         ttl = timedelta(seconds=self.settings.aia_approval_ttl_seconds)
         with self.sessions.begin() as session:
             rows = session.execute(
-                select(ApprovalRequest).where(ApprovalRequest.status.in_(("approved", "executing")))
+                select(ApprovalRequest).where(ApprovalRequest.status.in_((ApprovalStatus.APPROVED, ApprovalStatus.EXECUTING)))
             ).scalars().all()
             ids = []
             for row in rows:
-                decided = _aware(row.decided_at) or now
-                if row.status == "executing":
-                    started = _aware(row.executed_at) or now
+                decided = assume_utc(row.decided_at) or now
+                if row.status == ApprovalStatus.EXECUTING:
+                    started = assume_utc(row.executed_at) or now
                     if now - started < timedelta(seconds=self.settings.aia_approval_claim_timeout_seconds):
                         continue  # someone is running it right now
                     # Its runner died. Back to approved: the snapshot check tells whether the
                     # change already happened (then the target changed and it goes stale).
-                    row.status, row.claim_token = "approved", None
+                    row.status, row.claim_token = ApprovalStatus.APPROVED, None
                 if now - decided > ttl:
-                    row.status, row.result = "expired", "The approval was not executed in time; nothing was run."
+                    row.status, row.result = ApprovalStatus.EXPIRED, "The approval was not executed in time; nothing was run."
                     continue
                 ids.append(row.id)
         yield from ids

@@ -1,6 +1,6 @@
-"""Escalation paging (issue #5): policy, durable timers, paging channels.
+"""Escalation paging: policy, durable timers, paging channels.
 
 The database rows are the truth: each escalation and its next due step is a row,
 and firing a step is a compare-and-set on that row, so replicas, retried jobs and
-restarted processes can never page the same step twice (DESIGN.md "State and scale").
+restarted processes can never page the same step twice (no state lives only in memory).
 """

@@ -37,8 +37,9 @@ from bot.escalation import pg_batches
 from bot.escalation.engines import retry_once
 from bot.escalation.membership import Membership
 from bot.escalation.pages import Incident, Page, StepPlan, paged_detail, step_pages
-from bot.escalation.state import BOT_ACTOR, FIRING, Status, aware, plan_after, policy_of
+from bot.escalation.state import BOT_ACTOR, FIRING, Status, plan_after, policy_of
 from bot.store.models import Escalation, EscalationDelivery, EscalationEvent
+from bot.timeutil import assume_utc
 
 ESCALATIONS = typed(Table, Escalation.__table__)
 PAGES = typed(Table, EscalationDelivery.__table__)
@@ -167,7 +168,7 @@ class Claims:
         for row in rows:
             policy = policy_of(row.policy)
             paged = max(1, min(level if level is not None else row.next_level, len(policy.levels)))
-            due = now if level is not None else (aware(row.next_due_at) or now)
+            due = now if level is not None else (assume_utc(row.next_due_at) or now)
             next_level, next_cycle, next_due = plan_after(policy, paged, row.cycle, due)
             why = reason or row.next_reason or "timer"
             step = StepPlan(paged, row.step_seq + 1, why, actor, max(0.0, (now - due).total_seconds()), due,

@@ -32,9 +32,11 @@ from bot.escalation.claims import (
     event_values,
 )
 from bot.escalation.delivery import Delivery
-from bot.escalation.policy import EscalationPolicy, format_duration
-from bot.escalation.state import BOT_ACTOR, OPEN, Status, Transition, aware, level_name
+from bot.escalation.policy import EscalationPolicy
+from bot.escalation.state import BOT_ACTOR, OPEN, Status, Transition, level_name
 from bot.escalation.views import EscalationView, clock, mention, view_of
+from bot.timeutil import assume_utc
+from bot.validators import format_duration
 
 _ID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 RETRY_LATER_SECONDS = 0.5
@@ -162,7 +164,7 @@ class EscalationMachine:
             conn.execute(insert(EVENTS).values(event_values(row.id, now, "resolved", actor, row.current_level, why)))
             webhooks = self.claims.webhook_followups(conn, row.id, row.version, row.step_seq, row.current_level,
                                                      "resolve", now)
-        lasted = format_duration((now - (aware(row.created_at) or now)).total_seconds())
+        lasted = format_duration((now - (assume_utc(row.created_at) or now)).total_seconds())
         text = (f":large_green_circle: *Resolved* by {mention(actor)}{' (' + why + ')' if why else ''} after {lasted}. "
                 "Nobody else will be paged.")
         return self._after(row, text, "ok", webhooks)
@@ -242,10 +244,10 @@ class EscalationMachine:
             return UserError(f"There is no escalation `{escalation_id}`.", "`/aia oncall` lists the open ones.")
         if row.status == Status.RESOLVED:
             return UserError(f"Escalation `{row.id}` is already resolved by {mention(row.resolved_by)} "
-                             f"at {clock(aware(row.resolved_at))}.")
+                             f"at {clock(assume_utc(row.resolved_at))}.")
         if row.status == Status.ACKNOWLEDGED and verb == "acknowledge":
             return UserError(f"Escalation `{row.id}` was already acknowledged by {mention(row.acknowledged_by)} "
-                             f"at {clock(aware(row.acknowledged_at))}.")
+                             f"at {clock(assume_utc(row.acknowledged_at))}.")
         return UserError(f"Escalation `{row.id}` cannot {verb} now: it is {row.status}.")
 
     def _after(self, row: Any, text: str, tone: str, webhooks: tuple[list[int], str]) -> Change:

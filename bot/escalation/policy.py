@@ -13,48 +13,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bot.validators import parse_duration
+
 # Same shapes as bot.settings.SLACK_PRINCIPAL; repeated here so settings can import this module.
 SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: object) -> float:
-    """``30s``, ``5m``, ``1h``, ``1h30m`` or a number of seconds → seconds.
-
-    Raises ValueError with a message that says what is wrong (shown to people).
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration (use 30s, 5m, 1h)")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        text = str(value).strip().lower().replace(" ", "")
-        negative = text.startswith("-")
-        body = text[1:] if negative else text
-        if not body or _DURATION_PART.sub("", body) != "":
-            raise ValueError(f"{str(value)!r} is not a duration (use 30s, 5m, 1h)")
-        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(body))
-        seconds = -seconds if negative else seconds
-    if seconds < 0:
-        raise ValueError(f"negative wait {str(value)!r}: a wait must be more than 0")
-    if seconds == 0:
-        raise ValueError("a wait of 0 would page the next level at once; use at least 1s")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """Seconds → ``45s``, ``5m``, ``1h 30m``, ``2d 3h`` (short, for Slack)."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            count, seconds = divmod(seconds, size)
-            parts.append(f"{count}{unit}")
-    return " ".join(parts[:2])
 
 
 class EscalationLevel(BaseModel):
@@ -71,7 +34,12 @@ class EscalationLevel(BaseModel):
     @field_validator("wait", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float:
-        return parse_duration(value)
+        seconds = parse_duration(value)
+        if seconds < 0:
+            raise ValueError(f"negative wait {str(value)!r}: a wait must be more than 0")
+        if seconds == 0:
+            raise ValueError("a wait of 0 would page the next level at once; use at least 1s")
+        return seconds
 
     @field_validator("notify")
     @classmethod
@@ -123,7 +91,7 @@ class StartOn(BaseModel):
 
 
 class EscalationPolicy(BaseModel):
-    """The ``escalation:`` section of the YAML config (DESIGN.md shape, plus a few options)."""
+    """The ``escalation:`` section of the YAML config: the runbook's levels, plus a few options."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -34,7 +34,7 @@ from bot.escalation.lookups import Lookups
 from bot.escalation.machine import Change, EscalationMachine, new_escalation_id
 from bot.escalation.membership import Membership
 from bot.escalation.policy import EscalationPolicy
-from bot.escalation.state import BOT_ACTOR, FIRING, OPEN, Status, aware, utcnow
+from bot.escalation.state import BOT_ACTOR, FIRING, OPEN, Status, utcnow
 from bot.escalation.timers import StepTimers
 from bot.escalation.views import EscalationRenderer, EscalationView, PlainRenderer, view_of
 from bot.events import (
@@ -47,11 +47,12 @@ from bot.events import (
 from bot.mrkdwn import escape_mrkdwn
 from bot.settings import Settings
 from bot.store.models import Escalation, EscalationDelivery, EscalationEvent
+from bot.timeutil import assume_utc
 
 if TYPE_CHECKING:
     from bot.core import Core
 
-__all__ = ["BOT_ACTOR", "FIRING", "OPEN", "Change", "Claim", "EscalationService", "aware", "build_escalation",
+__all__ = ["BOT_ACTOR", "FIRING", "OPEN", "Change", "Claim", "EscalationService", "build_escalation",
            "check_paging_settings", "new_escalation_id", "utcnow"]
 log = logging.getLogger(__name__)
 
@@ -229,9 +230,6 @@ class EscalationService:
     def refresh_card(self, escalation_id: str) -> None:
         self.delivery.refresh_card(escalation_id)
 
-    def refresh_card_later(self, escalation_id: str) -> None:
-        self.background(self.refresh_card, escalation_id)
-
     def retry_pages(self, limit: int = 200) -> int:
         """Send pages whose retry time came, or whose claim holder died (lease over, no heartbeat)."""
         claimed = self.claims.recover(limit)
@@ -255,7 +253,7 @@ class EscalationService:
                 .order_by(ESCALATIONS.c.next_due_at)
                 .limit(20000)
             ).all()
-        return [(r[0], r[1], aware(r[2]) or until) for r in rows]
+        return [(r[0], r[1], assume_utc(r[2]) or until) for r in rows]
 
     # ------------------------------------------------------------------ lookups (lookups.py)
     def find(self, channel_id: str | None, ref: str | None) -> Escalation:

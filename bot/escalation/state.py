@@ -102,10 +102,3 @@ def level_name(snapshot: str, level: int) -> str:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def aware(at: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    if at is None:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -1,6 +1,6 @@
 """The incident timeline as Markdown: the start of a postmortem.
 
-Merges, in time order: the alerts of the escalation's alert group (issue #4's
+Merges, in time order: the alerts of the escalation's alert group (the alert
 tables, read defensively: they may not exist in this deployment), the
 escalation's own events (pages, late pages, failed pages, acknowledgements,
 snoozes, resolution), and the audit log of the channel during the incident
@@ -17,9 +17,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.escalation.policy import format_duration
+from bot.alerts.payload import AlertStatus
 from bot.redaction import redact
 from bot.store.models import AuditEntry, Escalation, EscalationEvent
+from bot.timeutil import assume_utc
+from bot.validators import format_duration
 
 log = logging.getLogger(__name__)
 # Commands run shortly before the escalation started belong to the incident too.
@@ -36,9 +38,7 @@ class Entry:
 
 
 def _utc(at: datetime | None) -> datetime:
-    if at is None:
-        return datetime.fromtimestamp(0, UTC)
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(0, UTC) if at is None else assume_utc(at)
 
 
 def _cell(value: str) -> str:
@@ -69,7 +69,7 @@ def escalation_entries(session: Session, escalation_id: str) -> list[Entry]:
 
 
 def alert_entries(session: Session, group_id: int | None) -> list[Entry]:
-    """Issue #4's alert rows, if its tables exist here; nothing otherwise."""
+    """The group's alert rows, if the alert tables exist here; nothing otherwise."""
     if group_id is None:
         return []
     try:
@@ -98,7 +98,7 @@ def alert_entries(session: Session, group_id: int | None) -> list[Entry]:
         except (TypeError, ValueError):
             shown = ""
         entries.append(Entry(_utc(starts_at), "alertmanager", f"Alert firing: {name} ({severity}) {shown}".strip(), "alert"))
-        if ends_at is not None and status == "resolved":
+        if ends_at is not None and status == AlertStatus.RESOLVED:
             entries.append(Entry(_utc(ends_at), "alertmanager", f"Alert resolved: {name} {shown}".strip(), "alert"))
     return entries
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from bot.escalation.channels import SlackMessageOut
-from bot.escalation.policy import format_duration
-from bot.escalation.state import policy_of
+from bot.escalation.state import Status, policy_of
+from bot.timeutil import assume_utc
+from bot.validators import format_duration
 
 # Action ids of the card's buttons; the value of each button is the escalation id.
 ACTION_PREFIX = "aia_esc"
@@ -35,7 +36,7 @@ class EscalationView:
     title: str
     source: str
     severity: str | None
-    status: str  # active | snoozed | acknowledged | resolved
+    status: Status
     current_level: int  # 0 = nobody paged yet
     levels: tuple[LevelView, ...]
     created_by: str
@@ -52,7 +53,7 @@ class EscalationView:
 
     @property
     def is_open(self) -> bool:
-        return self.status != "resolved"
+        return self.status != Status.RESOLVED
 
     def level_name(self, number: int | None) -> str:
         if not number or number > len(self.levels):
@@ -68,15 +69,15 @@ class EscalationRenderer(Protocol):
 
 def status_line(view: EscalationView) -> str:
     """One line of truth about where the escalation stands (mrkdwn)."""
-    if view.status == "resolved":
+    if view.status == Status.RESOLVED:
         who = f" by {mention(view.resolved_by)}" if view.resolved_by else ""
         return f"Resolved{who} at {clock(view.resolved_at)}"
-    if view.status == "acknowledged":
+    if view.status == Status.ACKNOWLEDGED:
         return (
             f"Acknowledged by {mention(view.acknowledged_by)} at {clock(view.acknowledged_at)}; "
             f"timers stopped (level {view.current_level} {view.level_name(view.current_level)} was paged last)"
         )
-    if view.status == "snoozed":
+    if view.status == Status.SNOOZED:
         return (
             f"Snoozed until {clock(view.snoozed_until)}; then level {view.next_level} "
             f"{view.level_name(view.next_level)} is paged again"
@@ -122,12 +123,12 @@ def view_of(row: Any, now: Callable[[], datetime]) -> EscalationView:
         for i, level in enumerate(policy.levels, start=1)
     )
     return EscalationView(
-        id=row.id, title=row.title, source=row.source, severity=row.severity, status=row.status,
+        id=row.id, title=row.title, source=row.source, severity=row.severity, status=Status(row.status),
         current_level=row.current_level, levels=levels, created_by=row.created_by,
-        created_at=_utc(row.created_at) or now(), next_level=row.next_level,
-        next_due_at=_utc(row.next_due_at), snoozed_until=_utc(row.snoozed_until),
-        acknowledged_by=row.acknowledged_by, acknowledged_at=_utc(row.acknowledged_at),
-        resolved_by=row.resolved_by, resolved_at=_utc(row.resolved_at), cycle=row.cycle, repeat=policy.repeat,
+        created_at=assume_utc(row.created_at) or now(), next_level=row.next_level,
+        next_due_at=assume_utc(row.next_due_at), snoozed_until=assume_utc(row.snoozed_until),
+        acknowledged_by=row.acknowledged_by, acknowledged_at=assume_utc(row.acknowledged_at),
+        resolved_by=row.resolved_by, resolved_at=assume_utc(row.resolved_at), cycle=row.cycle, repeat=policy.repeat,
     )
 
 
@@ -137,7 +138,3 @@ def _targets(notify: list[str], email: list[str], webhook: str | None) -> str:
         parts.append("phone line (webhook)")
     return " ".join(parts)
 
-
-def _utc(at: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; everything here is UTC.
-    return at if at is None or at.tzinfo else at.replace(tzinfo=UTC)

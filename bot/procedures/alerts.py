@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from bot.alerts.render import duration_text
 from bot.alerts.store import AlertStore, GroupView
 from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable
+from bot.mrkdwn import escape_mrkdwn
 from bot.registry import Procedure, RiskClass
 from bot.results import Result, Status, Table, Text
+from bot.validators import format_duration
 
 SECTION = "Monitoring & Alerting › Setting Up Alerts"
 ICON = {"critical": ":red_circle:", "error": ":red_circle:", "warning": ":large_orange_circle:"}
@@ -25,18 +26,14 @@ def _own_store(database_url: str) -> AlertStore:
     return AlertStore(make_sessionmaker(make_engine(database_url)))
 
 
-def _line(group: GroupView, escape: Any) -> str:
+def _line(group: GroupView) -> str:
     from datetime import UTC, datetime
 
     since = (datetime.now(UTC) - group.opened_at).total_seconds()
     counts = f"{group.firing_count} firing" + (f", {group.resolved_count} resolved" if group.resolved_count else "")
     where = f"<{group.permalink}|thread>" if group.permalink else "_thread not posted yet_"
-    return (f"{ICON.get(group.severity, ':large_blue_circle:')} *{escape(group.title)[:200]}* · {group.severity} · "
-            f"{counts} · since {group.opened_at.strftime('%H:%M')} UTC ({duration_text(since)}) · {where}")
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return (f"{ICON.get(group.severity, ':large_blue_circle:')} *{escape_mrkdwn(group.title)[:200]}* · {group.severity} · "
+            f"{counts} · since {group.opened_at.strftime('%H:%M')} UTC ({format_duration(since)}) · {where}")
 
 
 def alerts(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
@@ -56,7 +53,7 @@ def alerts(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
         status=Status.CRITICAL if worst.severity == "critical" else Status.WARNING,
         summary=f"{len(groups)} groups, {firing} alerts firing",
     )
-    lines = [_line(g, _escape) for g in groups]
+    lines = [_line(g) for g in groups]
     for start in range(0, len(lines), LINES_PER_PART):
         result.add(Text("\n".join(lines[start:start + LINES_PER_PART])))
     return result

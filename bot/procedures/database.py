@@ -33,14 +33,14 @@ from bot.procedures.kube_format import human_bytes
 from bot.registry import Param, Plan, Procedure, RiskClass
 from bot.results import Fields, Result, Status, Table, Text
 from bot.store.cloud_operations import CloudOperation, CloudOperationStore
-from bot.validators import bounded_int
+from bot.timeutil import assume_utc
+from bot.validators import bounded_int, format_duration, parse_duration
 
 log = logging.getLogger(__name__)
 SECTION_BACKUPS = "Backup & Recovery › Database Backups"
 SECTION_EMERGENCY = "Database Emergency"
 MAX_POLL_SECONDS = 30.0
 INSTANCE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
-RELATIVE = re.compile(r"^(\d{1,5})\s*(m|min|h|d)\s*(ago)?$")
 # Cores (by their database sessions) shutting down: their followers hand the operation back
 # at once (another replica or the restarted bot resumes it) instead of holding the shutdown.
 _STOPPING: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -65,19 +65,7 @@ def _when(moment: datetime | None) -> str:
 def _ago(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "?"
-    seconds = max(0, int(((now or datetime.now(UTC)) - moment).total_seconds()))
-    if seconds < 90:
-        return f"{seconds}s ago"
-    if seconds < 5400:
-        return f"{seconds // 60}m ago"
-    if seconds < 172800:
-        return f"{seconds // 3600}h ago"
-    return f"{seconds // 86400}d ago"
-
-
-def _elapsed(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    return f"{format_duration(((now or datetime.now(UTC)) - moment).total_seconds())} ago"
 
 
 def _backup_rows(backups: list[BackupInfo]) -> list[list[str]]:
@@ -233,7 +221,7 @@ class _Follow:
         pairs = [("Phase", self.phase), ("Operation", f"`{self.operation}`" if self.operation else "-")]
         if op is not None:
             pairs.append(("Status", op.status))
-        pairs.append(("Elapsed", _elapsed(time.monotonic() - self.phase_started)))
+        pairs.append(("Elapsed", format_duration(time.monotonic() - self.phase_started)))
         if self.state.get("backup_id"):
             pairs.append(("Backup id", f"`{self.state['backup_id']}`"))
         if self.state.get("safety_backup"):
@@ -297,11 +285,11 @@ class _Follow:
                 continue  # a restore's safety backup is done: the restore itself starts now
             if time.monotonic() - self.phase_started > timeout:
                 yield self._finish("timeout", self._progress(op, Status.CRITICAL, (
-                    f":hourglass: Stopped following `{self.operation}` after {_elapsed(timeout)}: it may still be "
+                    f":hourglass: Stopped following `{self.operation}` after {format_duration(timeout)}: it may still be "
                     f"running. Check it in the console ({console_url(self.ctx, self.row.instance)}) or with "
                     f"`gcloud sql operations describe {self.operation} --project {self.row.project}`.")))
                 return
-            elapsed = _elapsed(time.monotonic() - self.phase_started)
+            elapsed = format_duration(time.monotonic() - self.phase_started)
             headline = f":gear: {self._doing()} ({op.status.lower() if op else 'status unknown'}, {elapsed})"
             yield self._progress(op, Status.INFO, headline, unreachable)
             if not self.store.renew(self.row.id, self.token, settings.cloudsql_operation_lease_seconds):
@@ -339,7 +327,7 @@ class _Follow:
         if kind == "backup":
             return self._finish("done", self._progress(op, Status.OK, (
                 f":white_check_mark: Backup `{self.state.get('backup_id')}` of `{instance}` is done "
-                f"({_elapsed(time.monotonic() - self.phase_started)}).")))
+                f"({format_duration(time.monotonic() - self.phase_started)}).")))
         if kind == "clone":
             return self._finish("done", self._progress(op, Status.OK, (
                 f":white_check_mark: `{self.request.get('name')}` is a new instance with the data of `{instance}` as of "
@@ -497,20 +485,24 @@ def execute_restore(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) -> 
 
 # -- write: point-in-time clone ------------------------------------------------------------------
 
+# Further back than any backup's retention, and short of datetime's lower bound.
+_CENTURY_SECONDS = 100 * 365 * 86400
+
+
 def point_in_time(text: str) -> datetime:
     """ISO 8601 (``2026-11-30T14:05Z``, ``2026-11-30 14:05`` is UTC) or ``30m ago`` / ``2h ago``."""
-    value = text.strip().lower()
-    match = RELATIVE.match(value)
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        delta = {"m": timedelta(minutes=amount), "min": timedelta(minutes=amount), "h": timedelta(hours=amount),
-                 "d": timedelta(days=amount)}[unit]
-        return (datetime.now(UTC) - delta).replace(microsecond=0)
+    relative = text.strip().lower().removesuffix("ago").replace("min", "m")
+    try:
+        seconds = parse_duration(relative)
+    except ValueError:
+        seconds = 0.0  # not a relative time: perhaps an ISO one
+    if 0 < seconds < _CENTURY_SECONDS:
+        return (datetime.now(UTC) - timedelta(seconds=seconds)).replace(microsecond=0)
     try:
         moment = datetime.fromisoformat(text.strip().upper().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError("give a time as 2026-11-30T14:05:00Z (UTC), with an offset, or as `30m ago`") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return assume_utc(moment)
 
 
 def instance_name(text: str) -> str:

@@ -5,7 +5,7 @@ its id (shown on the card in the thread, e.g. ``E7K3Q2X``) or, without one, act
 on the only open escalation of the channel; with several open they list them.
 The card's buttons pass the id, so clicks are never ambiguous.
 
-Who may do what (issue #9): silencing paging is a write. ``page``, ``snooze``,
+Who may do what: silencing paging is a write. ``page``, ``snooze``,
 ``resolve`` and ``escalate`` need the operator role. ``ack`` needs the operator role
 *or* being one of the people paged for that escalation (a viewer in the paged on-call
 group may say "I have it", nobody else may stop the timers). The person who used
@@ -21,7 +21,6 @@ from typing import Any
 from bot.context import ProcedureContext
 from bot.errors import UserError
 from bot.escalation.channels import PageFailed
-from bot.escalation.policy import format_duration
 from bot.escalation.service import EscalationService
 from bot.escalation.timeline import timeline_markdown
 from bot.escalation.views import clock, mention, status_line
@@ -29,7 +28,7 @@ from bot.mrkdwn import escape_mrkdwn
 from bot.registry import Param, Procedure, RiskClass
 from bot.results import Fields, Result, Status, Table, Text
 from bot.roles import Role
-from bot.validators import duration
+from bot.validators import duration, format_duration
 
 RUNBOOK = ("Contacts & Escalation › On-Call Procedures", "Contacts & Escalation › Communication Channels")
 _ID = re.compile(r"^E?[2-9A-HJ-NP-Z]{6}$", re.IGNORECASE)

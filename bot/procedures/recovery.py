@@ -42,6 +42,7 @@ from bot.redaction import redact
 from bot.registry import Param, Plan, Procedure, RiskClass, can
 from bot.results import Action, Fields, Preformatted, Result, Status, Table, Text
 from bot.store.models import ConfigBackup
+from bot.timeutil import assume_utc
 from bot.validators import reason
 
 Obj = dict[str, Any]
@@ -326,8 +327,7 @@ def _fresh_backup(ctx: ProcedureContext) -> str:
             select(ConfigBackup).where(ConfigBackup.namespace == ctx.kube.namespace,
                                        ConfigBackup.actor == ctx.caller.user_id)
             .order_by(ConfigBackup.created_at.desc()).limit(1)).scalar_one_or_none()
-    if newest is None or newest.created_at.replace(tzinfo=newest.created_at.tzinfo or UTC) < started.replace(
-            microsecond=0):
+    if newest is None or assume_utc(newest.created_at) < started.replace(microsecond=0):
         raise UserError(f"The fresh backup before restoring could not be confirmed ({result.summary}); "
                         "nothing was restored.")
     return str(newest.id)

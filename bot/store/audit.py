@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.redaction import MASK, looks_secret_key, redact
 from bot.store.models import AuditEntry, AuditHead
+from bot.timeutil import assume_utc
 
 GENESIS = "0" * 64
 MAX_FIELD = 4000
@@ -183,7 +184,7 @@ class AuditLog:
         seen_keyed = False
         with self._sessions() as session:
             for entry in session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars():
-                at = entry.at if entry.at.tzinfo else entry.at.replace(tzinfo=UTC)
+                at = assume_utc(entry.at)
                 if entry.prev_hash != prev:
                     report.problems.append(f"entry {entry.id}: previous entry missing or changed")
                 if entry.scheme == KEYED:
@@ -227,7 +228,7 @@ class AuditLog:
             head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
             prev = GENESIS
             for entry in session.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars():
-                at = entry.at if entry.at.tzinfo else entry.at.replace(tzinfo=UTC)
+                at = assume_utc(entry.at)
                 new_hash = _hash(prev, at, entry, self._key)
                 if entry.scheme != KEYED or entry.prev_hash != prev or entry.entry_hash != new_hash:
                     entry.prev_hash, entry.entry_hash, entry.scheme = prev, new_hash, KEYED

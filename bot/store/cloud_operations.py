@@ -57,12 +57,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class CloudOperationStore:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions

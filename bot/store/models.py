@@ -92,7 +92,7 @@ class ConfigBackup(Base):
     content: Mapped[str] = mapped_column(Text)
 
 
-# --- Alert threads and outbox (issue #4) ---
+# --- Alert threads and outbox ---
 import sqlalchemy as sa  # noqa: E402 - kept with its section so parallel edits do not collide
 
 
@@ -224,7 +224,7 @@ class OutboxChannel(Base):
     storm_posted: Mapped[int] = mapped_column(Integer, default=0)
 
 
-# --- Escalation (issue #5) ---
+# --- Escalation ---
 from sqlalchemy import Float as _EscFloat  # noqa: E402 - kept with its section so parallel edits do not collide
 from sqlalchemy import Index as _EscIndex  # noqa: E402
 from sqlalchemy import UniqueConstraint as _EscUnique  # noqa: E402

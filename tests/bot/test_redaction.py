@@ -28,7 +28,7 @@ def test_ordinary_log_lines_are_untouched() -> None:
     assert redact(line) == line
 
 
-# -- the corpus of secret shapes (issue #9), property-tested ---------------------------
+# -- the corpus of secret shapes, property-tested -----------------------------------
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -224,9 +224,9 @@ def test_buttons_acknowledge_escalate_snooze_resolve_across_replicas(
     esc_slack.wait_for(lambda: esc_webhook.received(esc_id))
     _click(cluster, esc_slack, 2, esc_id, "escalate", SLACK_USERS["operator"].user_id)
     esc_slack.wait_for(lambda: _levels(_pages(esc_slack, esc_id)) == [3, 4])
-    _click(cluster, esc_slack, 0, esc_id, "snooze:30m", SLACK_USERS["operator"].user_id)  # snoozing needs operator (issue #9)
+    _click(cluster, esc_slack, 0, esc_id, "snooze:30m", SLACK_USERS["operator"].user_id)  # silencing paging is a write: operator
     esc_slack.wait_for(lambda: any("Snoozed" in t and "30m" in t for t in _thread(esc_slack, esc_id)))
-    # The architect level paged U0VIEW1: a viewer may acknowledge a page they got (issue #9).
+    # The architect level paged U0VIEW1: a viewer may acknowledge a page they got.
     _click(cluster, esc_slack, 1, esc_id, "ack", SLACK_USERS["viewer"].user_id)
     esc_slack.wait_for(lambda: any("Acknowledged" in t for t in _thread(esc_slack, esc_id)))
     nobody = esc_slack.new_response_url()

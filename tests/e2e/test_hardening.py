@@ -1,6 +1,6 @@
-"""Issue #9, attacked end to end: signed (and forged) HTTP into `aia-bot serve`, the local
-Slack and Kubernetes servers, one PostgreSQL, real Prometheus. Each test is one hole the
-issue reproduced at the old main; it fails there and passes here."""
+"""The trust boundary, attacked end to end: signed (and forged) HTTP into `aia-bot serve`, the
+local Slack and Kubernetes servers, one PostgreSQL, real Prometheus. Each test is one hole an
+older version had; it failed there and passes here."""
 
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ def test_approver_who_lost_the_role_after_the_request_is_refused(stack: Stack) -
 
 @pytest.mark.parametrize("second_account", [PLUS, WIDE])
 def test_plus_addressed_or_look_alike_second_account_is_the_same_person(stack: Stack, second_account: str) -> None:
-    """otto+ops@ and ｏｔｔｏ@ (full-width) are otto@'s own mailbox: not a second person (issue #9)."""
+    """otto+ops@ and ｏｔｔｏ@ (full-width) are otto@'s own mailbox: not a second person."""
     card = stack.request_change(OPS, SCALE_TO_ZERO)
     text = stack.response_text(stack.click(second_account, "approve", card))
     assert "profile email is the requester's" in text

@@ -1,4 +1,4 @@
-"""Chat markup injection (issue #9), property-tested through every renderer.
+"""Chat markup injection, property-tested through every renderer.
 
 Hostile text (what a person types or an alert carries: ``<!channel>``, ``<!here>``,
 ``<@U…>``, ``<http…|…>``, ``*``, ``_``, ``~``, backticks, ``&``) is fed into every field a
@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.alerts.store import AlertView, GroupView
-from bot.approvals.service import ApprovalView
+from bot.approvals.service import ApprovalStatus, ApprovalView
 from bot.escalation.views import EscalationView, LevelView
 from bot.mrkdwn import code_span, escape_mrkdwn
 from bot.results import Fields, Image, Preformatted, Result, Table
@@ -87,7 +87,7 @@ def test_result_renderer(hostile: str) -> None:
 def test_approval_card_renderer(hostile: str) -> None:
     view = ApprovalView(
         id="abc123", procedure="scale", command=hostile, summary=hostile, preview=hostile, warning=hostile,
-        requester_id="U0OPS01", status="executed", created_at=NOW, expires_at=NOW + timedelta(minutes=15),
+        requester_id="U0OPS01", status=ApprovalStatus.EXECUTED, created_at=NOW, expires_at=NOW + timedelta(minutes=15),
         required_approvals=1, approvals=[{"user": "U0APR01"}], decided_by="U0APR01", result=hostile,
         channel_id="C0ALERTS", message_ts="1.2", break_glass_reason=hostile,
     )
@@ -137,6 +137,6 @@ def test_escaping_is_idempotent_and_keeps_identifiers(hostile: str) -> None:
 def test_the_texts_are_still_readable() -> None:
     shown = json.dumps(render_card(ApprovalView(
         id="abc123", procedure="config set", command="config set A=<!channel>", summary="Set A", preview="+ A",
-        warning=None, requester_id="U0OPS01", status="pending", created_at=NOW, expires_at=NOW, required_approvals=1,
+        warning=None, requester_id="U0OPS01", status=ApprovalStatus.PENDING, created_at=NOW, expires_at=NOW, required_approvals=1,
         approvals=[], decided_by=None, result=None, channel_id="C", message_ts="1.2"))[1])
     assert "A=&lt;!channel&gt;" in shown  # Slack shows the characters, does not parse them

@@ -18,9 +18,9 @@ from starlette.routing import Route
 
 from bot.alerts.inbox import FoldRound, InboxFolder
 from bot.alerts.payload import parse_payload
-from bot.alerts.store import as_utc
 from bot.events import AlertGroupChanged, AlertGroupResolved
 from bot.store.models import AlertGroup, AlertInboxEntry, AlertRecord, AuditEntry, OutboxMessage
+from bot.timeutil import assume_utc
 from handlers.alertmanager import AlertmanagerWebhook
 from tests.bot.alerts.conftest import Recorder, make_core
 from tests.bot.alerts.payloads import T0, alert, payload, resolved
@@ -122,7 +122,7 @@ def test_order_is_kept_within_a_batch(alert_core) -> None:  # type: ignore[no-un
         old, new = session.scalars(select(AlertGroup).order_by(AlertGroup.id)).all()
         assert (old.status, old.firing_count, old.resolved_count) == ("resolved", 0, 2)
         assert (new.status, new.firing_count, new.previous_id) == ("firing", 1, old.id)
-        assert as_utc(new.opened_at) == T0 + timedelta(hours=1)
+        assert assume_utc(new.opened_at) == T0 + timedelta(hours=1)
 
 
 def test_folding_publishes_events_for_threads_that_exist(alert_core) -> None:  # type: ignore[no-untyped-def]

@@ -180,3 +180,26 @@ def test_two_replicas_share_the_work_without_duplicates(bot_env, roles, slack) -
             for core in replicas:
                 core.alerts.outbox.stop()
                 core.engine.dispose()
+
+
+def test_outbox_states_are_the_ones_stored_and_indexed(alert_core, slack) -> None:  # type: ignore[no-untyped-def]
+    import re
+    from pathlib import Path
+
+    from bot.outbox import OutboxState
+
+    assert all(len(state) <= OutboxMessage.__table__.c.state.type.length for state in OutboxState)
+    # The coalescing index (model, migration, and the insert that must match it) is on pending rows.
+    root = Path(__file__).parents[3]
+    for source in ("bot/store/models.py", "bot/store/migrations/versions/0003_alerts_outbox.py", "bot/outbox.py"):
+        assert set(re.findall(r"state = '(\w+)'", (root / source).read_text())) == {OutboxState.PENDING.value}
+
+    # A real flow: queued rows are pending; one Slack refuses for good fails, the others are done.
+    slack.fail("chat.postMessage", error="channel_not_found", times=1)
+    service = alert_core.alerts
+    for name in ("HighErrorRate", "HighMemoryUsage"):
+        service.receive(_p([alert(name, pod="p-1")], group=name))
+    assert set(_states(alert_core)) == {OutboxState.PENDING.value}
+    service.outbox.start()
+    slack.wait_for(lambda: set(_states(alert_core)) == {OutboxState.DONE.value, OutboxState.FAILED.value},
+                   timeout=20)

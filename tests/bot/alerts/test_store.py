@@ -84,3 +84,27 @@ def test_replicas_ingesting_the_same_payload_at_once_make_one_group(alert_core) 
     assert not errors
     assert _count(alert_core, AlertGroup) == 1
     assert _count(alert_core, AlertRecord) == 20
+
+
+def test_alert_statuses_are_the_ones_stored_and_indexed(alert_core) -> None:  # type: ignore[no-untyped-def]
+    import re
+    from pathlib import Path
+
+    from bot.alerts.payload import AlertStatus
+
+    for model in (AlertGroup, AlertRecord):
+        assert all(len(status) <= model.__table__.c.status.type.length for status in AlertStatus)
+    # The one-firing-episode-per-group index names the firing status in SQL.
+    root = Path(__file__).parents[3]
+    for source in ("bot/store/models.py", "bot/store/migrations/versions/0003_alerts_outbox.py"):
+        assert set(re.findall(r"status = '(\w+)'", (root / source).read_text())) == {AlertStatus.FIRING.value}
+
+    # A real flow: one group fires, a second fires and resolves; the rows hold the enum's values.
+    a = alert(pod="p-1")
+    alert_core.alerts.receive(WebhookPayload.model_validate(payload([alert(pod="p-2")], group="Other")))
+    alert_core.alerts.receive(_p([a]))
+    alert_core.alerts.receive(_p([resolved(a)]))
+    with alert_core.sessions() as session:
+        for model in (AlertGroup, AlertRecord):
+            stored = set(session.scalars(select(model.status)))
+            assert stored == {status.value for status in AlertStatus}, model

@@ -64,3 +64,35 @@ def test_request_needs_the_requesters_profile(core, kube, slack) -> None:  # typ
     outcome = run_as(core, "operator", "scale aia-api-green 0")
     assert outcome.kind is OutcomeKind.USER_ERROR and "profile email" in outcome.message
     assert "Traceback" not in outcome.message
+
+
+def test_approval_statuses_are_the_ones_stored_and_indexed(core, kube, slack) -> None:  # type: ignore[no-untyped-def]
+    import re
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from bot.approvals.service import FINAL, OPEN, ApprovalStatus
+    from bot.store.models import ApprovalRequest
+    from handlers.render_approvals import STATUS_LINE
+
+    assert set(OPEN) | set(FINAL) == set(ApprovalStatus) and not set(OPEN) & set(FINAL)
+    assert set(STATUS_LINE) == set(ApprovalStatus)
+    assert all(len(status) <= ApprovalRequest.__table__.c.status.type.length for status in ApprovalStatus)
+    # The one-open-request-per-target index names the open statuses in SQL.
+    migration = Path(__file__).parents[3] / "bot/store/migrations/versions/0002_approval_requests.py"
+    for listed in re.findall(r"status IN \(([^)]*)\)", migration.read_text()):
+        assert {v.strip(" '") for v in listed.split(",")} == {s.value for s in OPEN}
+
+    # A real flow: the strings written to the rows are the enum's values.
+    approver = Caller(SLACK_USERS["approver"].user_id, TEAM_ID, CHANNEL_ID)
+    operator = Caller(SLACK_USERS["operator"].user_id, TEAM_ID, CHANNEL_ID)
+    for command, who, decision in (("scale aia-api-green 0", approver, "approve"),
+                                   ("isolate aia-api-green", approver, "deny"),
+                                   ("scale aia-api-blue 0", operator, "cancel")):
+        outcome = run_as(core, "operator", command)
+        core.approvals.attach_card(outcome.approval.id, CHANNEL_ID, TS)
+        assert core.approvals.decide(outcome.approval.id, decision, who, TS).accepted
+    with core.sessions() as session:
+        stored = set(session.execute(select(ApprovalRequest.status)).scalars())
+    assert stored == {ApprovalStatus.EXECUTED.value, ApprovalStatus.DENIED.value, ApprovalStatus.CANCELLED.value}

@@ -64,3 +64,10 @@ def test_buttons_become_commands(action: str, value: str, command: str) -> None:
 def test_edited_buttons_are_refused(action: str, value: str) -> None:
     with pytest.raises(ValueError):
         command_for(action, value)
+
+
+def test_every_status_has_an_icon() -> None:
+    from bot.escalation.state import Status
+    from handlers.render_escalation import STATUS_ICON
+
+    assert set(STATUS_ICON) == set(Status)

@@ -237,7 +237,7 @@ def test_snooze_pauses_then_pages_the_level_again(esc_core_factory: CoreFactory,
     core = esc_core_factory(policy_dict(webhook.url, wait="3s"))
     esc_id = _page(core)
     _wait_thread(slack, core, esc_id, "Paging level 1")
-    assert run_as(core, "oncall", "snooze 1s").kind is OutcomeKind.REFUSED  # snoozing needs operator (issue #9)
+    assert run_as(core, "oncall", "snooze 1s").kind is OutcomeKind.REFUSED  # silencing paging is a write: operator
     assert run_as(core, "operator", "snooze 1s").kind is OutcomeKind.OK
     thread = _wait_thread(slack, core, esc_id, "the snooze is over")
     assert any("Snoozed" in t for t in thread)
@@ -427,3 +427,22 @@ def test_a_batch_of_last_steps_ends_each_chain(esc_core_factory: CoreFactory, sl
         row = _esc(core).get(esc_id)
         assert row is not None and row.status == "active" and row.current_level == 2
         assert row.next_level is None and row.next_due_at is None
+
+
+def test_escalation_statuses_are_the_ones_stored(esc_core_factory: CoreFactory, webhook: WebhookReceiver) -> None:
+    from sqlalchemy import select
+
+    from bot.escalation.state import Status
+
+    assert all(len(status) <= Escalation.__table__.c.status.type.length for status in Status)
+    core = esc_core_factory(policy_dict(webhook.url, wait=LONG))
+    service = _esc(core)
+    ids = [service.start(1, f"status {n}", "manual", "U0OPS01", CHANNEL_ID).id for n in range(4)]
+    service.snooze(ids[1], "U0OPS01", 3600)
+    service.acknowledge(ids[2], "U0OPS01")
+    service.resolve(ids[3], "U0OPS01")
+    with core.sessions() as session:
+        stored = dict(session.execute(select(Escalation.id, Escalation.status)).all())
+    assert [stored[i] for i in ids] == [s.value for s in Status]
+    views = [service.view(row) for i in ids if (row := service.get(i)) is not None]
+    assert all(view.status is status for view, status in zip(views, Status, strict=True))

@@ -53,9 +53,7 @@ def test_plan_after_walks_the_chain_repeats_it_then_stops() -> None:
     assert state.plan_after(POLICY, 2, 1, NOW) == (None, 1, None)
 
 
-def test_policy_snapshots_are_parsed_once_and_naive_times_are_utc() -> None:
+def test_policy_snapshots_are_parsed_once() -> None:
     snapshot = POLICY.model_dump_json()
     assert state.policy_of(snapshot) is state.policy_of(snapshot)
     assert state.level_name(snapshot, 2) == "devops" and state.level_name(snapshot, 3) == ""
-    assert state.aware(datetime(2026, 1, 1)) == datetime(2026, 1, 1, tzinfo=UTC)
-    assert state.aware(None) is None

@@ -97,7 +97,7 @@ def test_two_engines_on_one_postgresql_keep_one_chain(pg_url: str) -> None:
         e.dispose()
 
 
-# -- the keyed chain (issue #9) ------------------------------------------------------------
+# -- the keyed chain ------------------------------------------------------------------------
 KEY = "audit-key-for-tests-0123456789"
 
 

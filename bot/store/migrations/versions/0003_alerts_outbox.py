@@ -1,4 +1,4 @@
-"""alert groups, alerts, the Slack outbox and per-channel pacing (issue #4)
+"""alert groups, alerts, the Slack outbox and per-channel pacing
 
 Revision ID: 0003
 Revises: 0002

@@ -1,4 +1,4 @@
-"""escalations, their pages and events (issue #5)
+"""escalations, their pages and events
 
 Revision ID: 0004
 Revises: 0002

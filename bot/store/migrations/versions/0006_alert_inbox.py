@@ -1,4 +1,4 @@
-"""alert inbox: webhooks stored as received, folded into alert groups in the background (issue #4)
+"""alert inbox: webhooks stored as received, folded into alert groups in the background
 
 Revision ID: 0006
 Revises: 0003

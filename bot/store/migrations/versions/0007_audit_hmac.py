@@ -1,4 +1,4 @@
-"""audit log chained with an HMAC: each row records how its hash was made (issue #9)
+"""audit log chained with an HMAC: each row records how its hash was made
 
 Rows written before this revision keep their plain SHA-256 chain and are marked
 ``sha256``; rows written from now on are ``hmac-sha256`` keyed by AIA_AUDIT_KEY.

@@ -1,4 +1,4 @@
-"""cloud operations: long Google Cloud operations the bot follows, so a restart resumes them (issue #10)
+"""cloud operations: long Google Cloud operations the bot follows, so a restart resumes them
 
 Revision ID: 0008_cloud_operations
 Revises: 0007_audit_hmac
