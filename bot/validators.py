@@ -42,6 +42,19 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def duration_text(seconds: float) -> str:
+    """How long something has lasted, rounded for reading: ``45s``, ``7m05s``, ``3h20m``, ``2d4h``."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds < 600 else f"{seconds // 60}m"
+    hours, minutes = divmod(seconds // 60, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    return f"{hours // 24}d{hours % 24}h"
+
+
 def k8s_name(text: str) -> str:
     if not _K8S_NAME.fullmatch(text):
         raise ValueError("a Kubernetes name is lowercase letters, digits, '-' and '.'")

@@ -19,13 +19,14 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.alerts.render import duration_text, lasted
+from bot.alerts.render import lasted
 from bot.alerts.store import AlertView, GroupView
 from bot.mrkdwn import code_span
 from bot.outbox import OutMessage, Upload
 from bot.redaction import redact
 from bot.results import Result
 from bot.settings import Settings
+from bot.validators import duration_text
 from handlers.render_blocks import MAX_BLOCKS, escape, render_result
 
 PARENT_ALERTS = 10

@@ -10,6 +10,7 @@ from typing import Protocol
 from bot.alerts.store import GroupView
 from bot.outbox import OutMessage, Upload
 from bot.results import Image, Result
+from bot.validators import duration_text
 
 
 class AlertRenderer(Protocol):
@@ -18,18 +19,6 @@ class AlertRenderer(Protocol):
     def context(self, result: Result, group: GroupView) -> OutMessage: ...
 
     def storm(self, waiting: int, critical: int, posted: int, started: float | None) -> OutMessage: ...
-
-
-def duration_text(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds < 600 else f"{seconds // 60}m"
-    hours, minutes = divmod(seconds // 60, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24}h"
 
 
 def lasted(group: GroupView) -> str:

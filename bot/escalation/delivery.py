@@ -15,9 +15,9 @@ from typing import Protocol
 
 from sqlalchemy import Engine, insert, select, tuple_, update
 
+from bot.errors import PageFailed
 from bot.escalation.channels import (
     EmailPager,
-    PageFailed,
     SlackMessageOut,
     SlackPager,
     WebhookPager,
@@ -25,9 +25,9 @@ from bot.escalation.channels import (
 from bot.escalation.claims import ESCALATIONS, EVENTS, PAGES, Claim, Claims, event_values
 from bot.escalation.engines import retry_once
 from bot.escalation.pages import Incident, Page, channel_label, email_body, target_label
-from bot.escalation.policy import format_duration
 from bot.escalation.state import BOT_ACTOR, Status
 from bot.escalation.views import EscalationRenderer, view_of
+from bot.escalation_policy import format_duration
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.escalation.policy import EscalationPolicy, format_duration
-from bot.escalation.views import clock, mention
+from bot.escalation_policy import EscalationPolicy, format_duration
+from bot.ports import clock, mention
 
 # Pages are sent in this order within a step, so a slow SMTP server never delays Slack.
 KIND_ORDER = {"slack_thread": 0, "slack_dm": 1, "webhook": 2, "email": 3}

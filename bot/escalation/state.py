@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from bot.escalation.policy import EscalationPolicy
+from bot.escalation_policy import EscalationPolicy
 
 
 class Status(StrEnum):

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.escalation.policy import format_duration
+from bot.escalation_policy import format_duration
 from bot.redaction import redact
 from bot.store.models import AuditEntry, Escalation, EscalationEvent
 

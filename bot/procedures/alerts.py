@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-from bot.alerts.render import duration_text
-from bot.alerts.store import AlertStore, GroupView
-from bot.context import ProcedureContext
-from bot.errors import BackendUnavailable
-from bot.registry import Procedure, RiskClass
+from bot.errors import BackendUnavailable, UserError
+from bot.ports import FiringGroup
+from bot.registry import Procedure, ProcedureContext, RiskClass
 from bot.results import Result, Status, Table, Text
+from bot.validators import duration_text
 
 SECTION = "Monitoring & Alerting › Setting Up Alerts"
 ICON = {"critical": ":red_circle:", "error": ":red_circle:", "warning": ":large_orange_circle:"}
 LINES_PER_PART = 15
 
 
-@functools.lru_cache(maxsize=4)
-def _own_store(database_url: str) -> AlertStore:
-    # A process without the alert service (the console, a script) reads the same tables.
-    from bot.store.db import make_engine, make_sessionmaker
-
-    return AlertStore(make_sessionmaker(make_engine(database_url)))
-
-
-def _line(group: GroupView, escape: Any) -> str:
+def _line(group: FiringGroup, escape: Any) -> str:
     from datetime import UTC, datetime
 
     since = (datetime.now(UTC) - group.opened_at).total_seconds()
@@ -40,8 +30,9 @@ def _escape(text: str) -> str:
 
 
 def alerts(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
-    service = ctx.backends.alerts
-    store = service.store if service is not None else _own_store(ctx.settings.database_url)
+    store = ctx.backends.alerts
+    if store is None:
+        raise UserError("Alert threads are not kept in this bot.", "It needs `aia-bot serve` or the console.")
     groups = store.open_groups()
     if not groups and ctx.settings.alertmanager_webhook_token is None:
         # No Alertmanager can deliver here, so an empty table says nothing about health.
