@@ -48,7 +48,7 @@ import psycopg  # noqa: E402
 from slack_sdk import WebClient  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from bot.escalation.policy import EscalationPolicy  # noqa: E402
+from bot.escalation_policy import EscalationPolicy  # noqa: E402
 from bot.store.db import make_engine, migrate  # noqa: E402
 from bot.store.models import Escalation  # noqa: E402
 from sandbox.slack_server import FakeSlackServer  # noqa: E402

@@ -1,4 +1,7 @@
-"""What a procedure gets to work with."""
+"""Who called, and the backends a procedure reaches (created on first use).
+
+:class:`bot.registry.ProcedureContext` bundles these with the registry and the audit log.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bot.errors import BackendUnavailable
-from bot.roles import Role
+from bot.ports import AlertsPort, EscalationPort
 from bot.settings import Settings
 
 if TYPE_CHECKING:
@@ -15,10 +18,6 @@ if TYPE_CHECKING:
     from bot.adapters.prometheus import PrometheusGateway
     from bot.adapters.registry import RegistryGateway
     from bot.adapters.secretmanager import SecretManagerGateway
-    from bot.alerts.service import AlertService
-    from bot.escalation.service import EscalationService
-    from bot.registry import Registry
-    from bot.store.audit import AuditLog
 
 
 @dataclass(frozen=True)
@@ -40,9 +39,10 @@ class Backends:
     _registry: RegistryGateway | None = None
     _secret_manager: SecretManagerGateway | None = None
     _cloudsql: CloudSqlGateway | None = None
-    # Services of the core that procedures read (`/aia alerts`, `/aia page`...); set by build_core.
-    alerts: AlertService | None = None
-    escalation: EscalationService | None = None
+    # Services that procedures read (`/aia alerts`, `/aia page`...), through the narrow
+    # interfaces of bot/ports.py; build_core passes them in. None: not running in this process.
+    alerts: AlertsPort | None = None
+    escalation: EscalationPort | None = None
 
     @property
     def kube(self) -> KubeGateway:
@@ -99,25 +99,3 @@ class Backends:
                 self.settings.cloudsql_timeout_seconds,
             )
         return self._cloudsql
-
-
-@dataclass(frozen=True)
-class ProcedureContext:
-    settings: Settings
-    backends: Backends
-    registry: Registry
-    audit: AuditLog
-    caller: Caller
-    role: Role | None
-
-    @property
-    def kube(self) -> KubeGateway:
-        return self.backends.kube
-
-    @property
-    def prometheus(self) -> PrometheusGateway:
-        return self.backends.prometheus
-
-    @property
-    def cloudsql(self) -> CloudSqlGateway:
-        return self.backends.cloudsql

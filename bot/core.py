@@ -1,9 +1,15 @@
-"""Wiring: settings and config in, a ready Dispatcher out. Used by every entry point."""
+"""The composition root: settings and config in, every service built and wired, once.
+
+Every entry point (handlers/) calls :func:`build_core`; nothing else constructs the
+services, and nothing assigns to them afterwards. What only an entry point can know is
+passed in: the Block Kit renderers (the core may not import handlers/) and how to learn
+the Slack workspace. The one database engine and sessionmaker are made here and shared.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from slack_sdk import WebClient
@@ -11,12 +17,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.adapters.slack import make_web_client, user_directory, usergroup_members
+from bot.alerts.render import AlertRenderer
 from bot.alerts.service import AlertService
+from bot.alerts.store import AlertStore
 from bot.approvals.service import ApprovalService
 from bot.context import Backends
 from bot.errors import ConfigurationError
 from bot.escalation.service import EscalationService, build_escalation
 from bot.escalation.state import utcnow
+from bot.escalation.views import EscalationRenderer
 from bot.events import EventBus
 from bot.procedures import build_registry
 from bot.redaction import redact
@@ -25,10 +34,10 @@ from bot.roles import RoleResolver
 from bot.service import Dispatcher
 from bot.settings import BotConfigFile, Settings, load_config_file
 from bot.store.audit import AuditLog
-from bot.store.db import make_engine, make_sessionmaker, migrate
+from bot.store.db import make_engine, make_sessionmaker, make_writer_engine, migrate
 
 
-@dataclass
+@dataclass(frozen=True)
 class Core:
     settings: Settings
     config: BotConfigFile
@@ -40,16 +49,21 @@ class Core:
     roles: RoleResolver
     dispatcher: Dispatcher
     web: WebClient | None
-    events: EventBus = field(default_factory=EventBus)
-    # Optional services: None where their part is not built (a script, a test of one part).
-    approvals: ApprovalService | None = None
-    alerts: AlertService | None = None
-    escalation: EscalationService | None = None
+    events: EventBus
+    approvals: ApprovalService
+    alerts: AlertService
+    escalation: EscalationService
 
 
 def build_core(settings: Settings, config: BotConfigFile | None = None, run_migrations: bool = True,
-               clock: Callable[[], datetime] = utcnow) -> Core:
-    """``clock``: the escalation engine's time (tests move it instead of sleeping)."""
+               clock: Callable[[], datetime] = utcnow, *,
+               alert_renderer: AlertRenderer | None = None,
+               escalation_renderer: EscalationRenderer | None = None,
+               team_id: Callable[[], str | None] = lambda: None) -> Core:
+    """``clock``: the escalation engine's time (tests move it instead of sleeping).
+    ``alert_renderer``, ``escalation_renderer``: Block Kit from the Slack entry points;
+    plain text without them. ``team_id``: the workspace approvals accept clicks from, asked
+    at each decision (the Slack entry points know it once auth.test has answered)."""
     if config is None:
         config = load_config_file(settings.aia_bot_config)
     try:
@@ -72,19 +86,19 @@ def build_core(settings: Settings, config: BotConfigFile | None = None, run_migr
     if settings.slack_bot_token is not None:
         web = make_web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
     roles = RoleResolver(config.roles, usergroup_members(web) if web else None)
-    backends = Backends(settings)
     events = EventBus()
+    escalation = build_escalation(settings, config.escalation, engine, sessions, web, events, clock,
+                                  escalation_renderer)
+    alert_store = AlertStore(sessions)
+    # Procedures reach the alert groups and the escalation service only through the narrow
+    # interfaces of bot/ports.py, so the procedures layer stays below the services.
+    backends = Backends(settings, alerts=alert_store, escalation=escalation)
+    alerts = AlertService(settings, config, registry, sessions, backends, events, web, store=alert_store,
+                          renderer=alert_renderer, writer=make_writer_engine(engine))
     approvals = ApprovalService(
         settings, sessions, registry, backends, audit, roles,
-        user_directory(web) if web else None, events, config.approvals_required,
+        user_directory(web) if web else None, events, config.approvals_required, team_id,
     )
     dispatcher = Dispatcher(settings, registry, backends, audit, roles, approvals)
-    core = Core(
-        settings, config, registry, engine, sessions, audit, backends, roles, dispatcher, web,
-        events=events, approvals=approvals,
-    )
-    # Built after `core`: the escalation service needs the whole core (dispatcher, events, web).
-    core.alerts = AlertService(settings, config, registry, sessions, backends, core.events, web)
-    core.escalation = build_escalation(core, clock)
-    backends.alerts, backends.escalation = core.alerts, core.escalation
-    return core
+    return Core(settings, config, registry, engine, sessions, audit, backends, roles, dispatcher, web,
+                events, approvals, alerts, escalation)

@@ -26,3 +26,15 @@ class BackendUnavailable(Exception):
 
 class ConfigurationError(Exception):
     """A missing or malformed setting: the bot refuses to start and names it."""
+
+
+class PageFailed(Exception):
+    """A page did not go out. ``retry`` says whether trying again may help.
+
+    Here rather than with the paging channels: the escalation procedures catch it and
+    may not import the escalation package."""
+
+    def __init__(self, message: str, retry: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry = retry

@@ -289,7 +289,13 @@ class Outbox:
         max_attempts: int = 30,
         senders: int = 2,
         task_workers: int = 2,
+        on_event: Callable[[object], None] = lambda event: None,
+        prefetch: Callable[[Session, list[int]], object] | None = None,
     ) -> None:
+        """``on_event``: publishes what the composers' sent() returned (the alert service
+        passes the core's event bus). ``prefetch``: loads what the composers' ready() will
+        look at for these group ids in one query, and returns it (the caller holds it while
+        ready() runs)."""
         self.sessions = sessions
         # Our own client without slack_sdk's retry handlers: a 429 must reach us (to move the
         # channel's slot for every replica), and retries belong to the row, not to a thread.
@@ -315,11 +321,8 @@ class Outbox:
         self._threads: list[threading.Thread] = []
         self._last_poke = 0.0
         self._poke_timer: threading.Timer | None = None
-        # Set by the owner (the alert service publishes through the core's event bus).
-        self.on_event: Callable[[object], None] = lambda event: None
-        # Loads what the composers' ready() will look at for these group ids in one query,
-        # and returns it (the caller holds it while ready() runs).
-        self.prefetch: Callable[[Session, list[int]], object] | None = None
+        self.on_event = on_event
+        self.prefetch = prefetch
 
     # -- wiring --------------------------------------------------------------
     def register(self, kind: str, composer: Composer, *, task: bool = False) -> None:

@@ -11,11 +11,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from bot.context import Backends, Caller
 from bot.roles import Role
+from bot.settings import Settings
 
 if TYPE_CHECKING:
-    from bot.context import ProcedureContext
+    from bot.adapters.cloudsql import CloudSqlGateway
+    from bot.adapters.kubernetes import KubeGateway
+    from bot.adapters.prometheus import PrometheusGateway
     from bot.results import Result
+    from bot.store.audit import AuditLog
 
 
 class RiskClass(StrEnum):
@@ -227,3 +232,28 @@ class Registry:
                 )
             result.procedures[name] = replace(proc, risk=risk)
         return result
+
+
+@dataclass(frozen=True)
+class ProcedureContext:
+    """What a procedure gets to work with. Declared with the registry it carries: each
+    names the other, and one module keeps that from being an import cycle."""
+
+    settings: Settings
+    backends: Backends
+    registry: Registry
+    audit: AuditLog
+    caller: Caller
+    role: Role | None
+
+    @property
+    def kube(self) -> KubeGateway:
+        return self.backends.kube
+
+    @property
+    def prometheus(self) -> PrometheusGateway:
+        return self.backends.prometheus
+
+    @property
+    def cloudsql(self) -> CloudSqlGateway:
+        return self.backends.cloudsql

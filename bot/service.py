@@ -13,11 +13,11 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from bot.approvals.service import ApprovalService, ApprovalView
-from bot.context import Backends, Caller, ProcedureContext
+from bot.context import Backends, Caller
 from bot.errors import BackendUnavailable, ConfigurationError, UserError
 from bot.parsing import Invocation, parse_command
 from bot.redaction import redact
-from bot.registry import Registry, RiskClass
+from bot.registry import ProcedureContext, Registry, RiskClass
 from bot.results import Result
 from bot.roles import Role, RoleResolver
 from bot.settings import Settings

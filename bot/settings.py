@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.database_url import database_url_parts
 from bot.errors import ConfigurationError
-from bot.escalation.policy import EscalationPolicy
+from bot.escalation_policy import EscalationPolicy
 
 SLACK_PRINCIPAL = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 # What Kubernetes accepts: a namespace is a DNS-1123 label, other objects DNS-1123 subdomains.

@@ -7,8 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.errors import BackendUnavailable, ConfigurationError, UserError
-from bot.escalation.channels import PageFailed
+from bot.errors import BackendUnavailable, ConfigurationError, PageFailed, UserError
 from bot.escalation.service import check_paging_settings
 from bot.settings import BotConfigFile, Settings, load_config_file, load_settings
 from handlers.startup import preflight, quiet_slack_client

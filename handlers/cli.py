@@ -7,7 +7,7 @@ import gc
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigurationError
 
@@ -58,9 +58,16 @@ def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
     from slack_sdk.errors import SlackApiError
 
     from bot.core import build_core
+    from handlers.render_alerts import BlockKitAlertRenderer
+    from handlers.render_escalation import BlockKitEscalationRenderer
     from handlers.slack_app import SlackFrontend
 
-    core = build_core(settings)
+    # Filled from auth.test below, before any listener or background service starts; the
+    # approvals ask for the team id at each decision.
+    identity: dict[str, Any] = {}
+    core = build_core(settings, alert_renderer=BlockKitAlertRenderer(settings),
+                      escalation_renderer=BlockKitEscalationRenderer(),
+                      team_id=lambda: identity.get("team_id"))
     assert core.web is not None
     try:
         with quiet_slack_client():
@@ -71,7 +78,8 @@ def start_frontend(required: tuple[str, ...], command: str) -> SlackFrontend:
         ) from None
     except OSError as exc:
         raise ConfigurationError(f"SLACK_API_URL {settings.slack_api_url} does not answer ({exc})") from None
-    return SlackFrontend(core, dict(auth.data) if isinstance(auth.data, dict) else {})
+    identity.update(auth.data if isinstance(auth.data, dict) else {})
+    return SlackFrontend(core, identity)
 
 
 def _serve(args: argparse.Namespace) -> int:

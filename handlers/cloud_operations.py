@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from bot.context import Caller, ProcedureContext
+from bot.context import Caller
 from bot.core import Core
 from bot.procedures.database import resume_followup, stop_following
+from bot.registry import ProcedureContext
 from bot.store.cloud_operations import CloudOperation, CloudOperationStore
 from handlers.render_blocks import render_result
 from handlers.slack_app import SlackFrontend

@@ -31,8 +31,8 @@ from typing import IO, TYPE_CHECKING
 from bot.approvals.service import ApprovalStatus, ApprovalStoreUnavailable
 from bot.context import Caller
 from bot.core import Core, build_core
-from bot.escalation.policy import EscalationPolicy
 from bot.escalation.scheduler import EscalationScheduler
+from bot.escalation_policy import EscalationPolicy
 from bot.results import Action, Fields, Result, Status, Text
 from bot.service import OutcomeKind
 from bot.settings import BotConfigFile, RolesConfig, load_settings

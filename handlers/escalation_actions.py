@@ -23,7 +23,6 @@ from bot.procedures.escalation import escalation_id
 from bot.service import OutcomeKind
 from bot.store.audit import AuditRecord
 from handlers.render_blocks import SlackMessage, render_problem
-from handlers.render_escalation import BlockKitEscalationRenderer
 
 if TYPE_CHECKING:
     from handlers.slack_app import SlackFrontend
@@ -33,10 +32,6 @@ _SNOOZES = {label for label, _ in SNOOZE_CHOICES}
 
 
 def register_escalation_actions(app: AsyncApp, frontend: SlackFrontend) -> None:
-    if frontend.core.escalation is not None:
-        # Timers in bot/ post cards and notes through this renderer from now on.
-        frontend.core.escalation.renderer = BlockKitEscalationRenderer()
-
     @app.action({"action_id": re.compile(f"^{ACTION_PREFIX}:")})
     async def on_escalation_button(ack: Callable[..., Any], body: dict[str, Any]) -> None:
         await ack()

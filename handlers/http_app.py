@@ -20,7 +20,6 @@ from bot.errors import ConfigurationError
 from bot.store.db import ping
 from handlers.alertmanager import AlertmanagerWebhook
 from handlers.cloud_operations import CloudOperationResumer
-from handlers.render_alerts import BlockKitAlertRenderer
 from handlers.request_guard import REFUSED, BodyLimit, RefusalSampler
 from handlers.slack_app import ApprovalSweeper, SlackFrontend
 
@@ -69,9 +68,6 @@ def build_http_app(core: Core, frontend: SlackFrontend) -> Starlette:
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    if core.alerts is not None:
-        # The core renders alert messages as plain text unless an entry point gives it Block Kit.
-        core.alerts.renderer = BlockKitAlertRenderer(core.settings)
     services = [*background_services(core), ApprovalSweeper(frontend), CloudOperationResumer(frontend)]
 
     @contextlib.asynccontextmanager

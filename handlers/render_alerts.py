@@ -19,11 +19,11 @@ from slack_sdk.models.blocks import (
     SectionBlock,
 )
 
-from bot.alerts.payload import AlertStatus
 from bot.alerts.render import lasted
 from bot.alerts.store import AlertView, GroupView
 from bot.mrkdwn import code_span
 from bot.outbox import OutMessage, Upload
+from bot.ports import AlertStatus
 from bot.redaction import redact
 from bot.results import Result
 from bot.settings import Settings

@@ -19,14 +19,8 @@ from slack_sdk.models.blocks import (
 
 from bot.escalation.channels import SlackMessageOut
 from bot.escalation.state import Status
-from bot.escalation.views import (
-    ACTION_PREFIX,
-    SNOOZE_CHOICES,
-    EscalationView,
-    clock,
-    mention,
-    status_line,
-)
+from bot.escalation.views import ACTION_PREFIX, SNOOZE_CHOICES
+from bot.ports import EscalationView, clock, mention, status_line
 from handlers.render_blocks import SECTION_LIMIT, escape
 
 STATUS_ICON = {Status.ACTIVE: ":rotating_light:", Status.SNOOZED: ":zzz:", Status.ACKNOWLEDGED: ":eyes:",

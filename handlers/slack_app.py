@@ -49,8 +49,6 @@ class SlackFrontend:
         self.web = core.web
         self.auth_test = auth_test
         self.team_id = auth_test.get("team_id")
-        if core.approvals is not None:
-            core.approvals.team_id = self.team_id
         core.events.subscribe(BreakGlassUsed, self._announce_break_glass)
         self.conversations = ConversationPolicy(core.settings, self.web, self.team_id)
         self.executor = ThreadPoolExecutor(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from prometheus_client import Gauge
-from sqlalchemy import Engine, create_engine, delete, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -119,14 +119,16 @@ def _digest(body: str) -> bytes:
 
 
 class Inbox:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], writer: Engine | None = None) -> None:
+        """``writer`` (PostgreSQL): the composition root's small pool for the webhook's INSERT
+        (bot.store.db.make_writer_engine). Without one, the core's engine in autocommit."""
         self.sessions = sessions
         self.engine: Engine = sessions.kw["bind"]
         self._insert = insert(AlertInboxEntry)
         self._lock = threading.Lock()
         self._gate = _WriterGate() if self.engine.dialect.name == "sqlite" else None
-        self._writer_engine: Engine | None = None
-        self._lock_writer = threading.Lock()
+        self._writer_engine = writer
+        self._writer = writer if writer is not None else self.engine.execution_options(isolation_level="AUTOCOMMIT")
         # Per group, the digest of the body applied last. The same body again, with nothing
         # applied to the group in between (the HA peer's copy), is a no-op: skip it unread.
         # Any other repeat is applied: an earlier body may undo what came between.
@@ -143,7 +145,7 @@ class Inbox:
             return
         for attempt in (1, 2):
             try:
-                with self._writer().connect() as conn:
+                with self._writer.connect() as conn:
                     conn.execute(self._insert, row)
                 return
             except DBAPIError as exc:
@@ -154,22 +156,10 @@ class Inbox:
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
 
-    def _writer(self) -> Engine:
-        """PostgreSQL: the webhook's own small pool, in autocommit and without a pre-ping, so
-        the INSERT is its one round trip (not ping, BEGIN, INSERT, COMMIT: under a storm each
-        cost a wait for the server and another for the GIL)."""
-        with self._lock_writer:
-            if self._writer_engine is None:
-                self._writer_engine = create_engine(
-                    self.engine.url, isolation_level="AUTOCOMMIT", pool_size=8, max_overflow=8,
-                )
-            return self._writer_engine
-
     def close(self) -> None:
-        with self._lock_writer:
-            if self._writer_engine is not None:
-                self._writer_engine.dispose()
-                self._writer_engine = None
+        # Closes the writer pool's connections; it opens new ones if a webhook comes later.
+        if self._writer_engine is not None:
+            self._writer_engine.dispose()
 
     # -- folding ---------------------------------------------------------------------
     def fold(self, apply: Apply, after: BatchHook, limit: int = FOLD_BATCH,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from enum import StrEnum
 from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bot.ports import AlertStatus
 
 # Alertmanager sends endsAt "0001-01-01T00:00:00Z" for alerts that have not ended.
 _NO_END_BEFORE = datetime(1971, 1, 1, tzinfo=UTC)
@@ -30,13 +31,6 @@ def _as_utc(value: datetime) -> datetime:
     if zone is UTC:
         return value
     return value.replace(tzinfo=UTC) if zone is None else value.astimezone(UTC)
-
-
-class AlertStatus(StrEnum):
-    """Alertmanager's alert and group status; ``alert_groups.status`` and ``alerts.status`` store these."""
-
-    FIRING = "firing"
-    RESOLVED = "resolved"
 
 
 class PayloadError(ValueError):

@@ -37,6 +37,7 @@ from bot.store.models import AlertGroup, OutboxChannel, OutboxMessage
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
+    from sqlalchemy import Engine
 
     from bot.context import Backends
     from bot.registry import Registry
@@ -47,9 +48,6 @@ GROUP, CONTEXT, STORM = "alert_group", "alert_context", "storm"
 STORM_PRIORITY = -1
 CONTEXT_PRIORITY = 10  # + severity rank: tasks, after the parents they depend on
 REPLY_PRIORITY = 20  # + severity rank: thread replies wait until every waiting parent is out
-
-# One service per database URL in this process, for `/aia alerts` (procedures get settings,
-# not the core).
 
 
 class AlertService:
@@ -62,31 +60,38 @@ class AlertService:
         backends: Backends,
         events: EventBus,
         web: WebClient | None,
+        *,
+        store: AlertStore | None = None,
+        renderer: AlertRenderer | None = None,
+        writer: Engine | None = None,
     ) -> None:
+        """``store``: the composition root shares it with ``/aia alerts``. ``renderer``:
+        Block Kit from the HTTP entry point (the core may not import handlers/), plain text
+        otherwise. ``writer``: see :class:`bot.alerts.inbox.Inbox`."""
         self.settings = settings
         self.channel = settings.aia_alert_channel
-        self.store = AlertStore(sessions)
+        self.store = store if store is not None else AlertStore(sessions)
         self.sessions = sessions
         self.events = events
         self.runbook = RunbookMap(registry, config.alert_procedures, live_deployment_reader(
             lambda: (backends.kube.service(settings.aia_api_service).get("spec") or {}).get("selector") or {},
             settings.aia_deployment_blue, settings.aia_deployment_green))
         self.gatherer = ContextGatherer(settings, backends, self.runbook)
-        self.renderer: AlertRenderer = PlainRenderer()
+        self.renderer: AlertRenderer = renderer if renderer is not None else PlainRenderer()
         self.outbox = Outbox(
             sessions, web,
             post_interval=settings.aia_outbox_post_interval_seconds,
             poll_seconds=settings.aia_outbox_poll_seconds,
             max_attempts=settings.aia_outbox_max_attempts,
             senders=settings.aia_outbox_senders,
+            on_event=events.publish,
+            prefetch=_load_groups,
         )
         self.outbox.register(GROUP, _GroupComposer(self))
         self.outbox.register(CONTEXT, _ContextTask(self), task=True)
         self.outbox.register(STORM, _StormComposer(self))
         self.outbox.set_thread_resolver(_thread_of)
-        self.outbox.on_event = events.publish
-        self.outbox.prefetch = _load_groups
-        self.inbox = Inbox(sessions)
+        self.inbox = Inbox(sessions, writer)
         INBOX_WAITING.set_function(self.inbox.waiting)
         self.folder = InboxFolder(self.fold_inbox, settings.aia_outbox_poll_seconds, on_stop=self.inbox.close)
 

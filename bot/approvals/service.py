@@ -25,11 +25,11 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.adapters.slack import SlackUser
-from bot.context import Backends, Caller, ProcedureContext
+from bot.context import Backends, Caller
 from bot.errors import BackendUnavailable, UserError
 from bot.events import BreakGlassUsed, EventBus
 from bot.mrkdwn import escape_mrkdwn
-from bot.registry import Plan, Procedure, Registry
+from bot.registry import Plan, Procedure, ProcedureContext, Registry
 from bot.results import Result
 from bot.roles import Role, RoleResolver
 from bot.settings import Settings
@@ -160,7 +160,10 @@ class ApprovalService:
         directory: Directory | None,
         events: EventBus,
         required_overrides: dict[str, int] | None = None,
+        team_id: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """``team_id``: the workspace this bot serves (the Slack entry points learn it from
+        auth.test); clicks and approvers from elsewhere are refused. None: not checked."""
         self.settings = settings
         self.sessions = sessions
         self.registry = registry
@@ -173,8 +176,7 @@ class ApprovalService:
         self._sqlite_lock = threading.Lock()
         # Audit records of the decision in progress, per worker thread.
         self._local = threading.local()
-        # Set by the Slack entry point from auth.test: clicks from elsewhere are refused.
-        self.team_id: str | None = None
+        self.team_id = team_id
 
     # -- helpers ----------------------------------------------------------------
     def _ctx(self, caller: Caller, role: Role | None) -> ProcedureContext:
@@ -306,7 +308,8 @@ class ApprovalService:
     def _decide(self, request_id: str, decision: str, clicker: Caller, message_ts: str | None) -> Decision:
         if decision not in ("approve", "deny", "cancel"):
             return self._refuse(clicker, request_id, decision, "Unknown decision.")
-        if self.team_id and clicker.team_id != self.team_id:
+        team_id = self.team_id()
+        if team_id and clicker.team_id != team_id:
             return self._refuse(clicker, request_id, decision, "This request belongs to another workspace.")
         # Read fresh, not from the group cache: losing the role must count at once.
         role = self.roles.role_of(clicker.user_id, fresh=True)
@@ -371,7 +374,8 @@ class ApprovalService:
             return "Deactivated users and bots cannot approve."
         if person.is_restricted or person.is_ultra_restricted:
             return "Guests cannot approve."
-        if self.team_id and person.team_id and person.team_id != self.team_id:
+        team_id = self.team_id()
+        if team_id and person.team_id and person.team_id != team_id:
             return "Approvers must belong to this workspace."
         email = same_person_key(person.email)
         if not email or not row.requester_email:

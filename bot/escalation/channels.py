@@ -24,19 +24,11 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.errors import PageFailed
 from bot.redaction import redact
 
 PD_SOURCE = "aia-runbook-bot"
 PAGE_EVENT = "aia_escalation_page"
-
-
-class PageFailed(Exception):
-    """A page did not go out. ``retry`` says whether trying again may help."""
-
-    def __init__(self, message: str, retry: bool = True) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry = retry
 
 
 @dataclass(frozen=True)

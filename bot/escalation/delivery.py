@@ -15,10 +15,10 @@ from typing import Protocol
 
 from sqlalchemy import Engine, insert, select, tuple_, update
 
+from bot.errors import PageFailed
 from bot.escalation import pg_batches
 from bot.escalation.channels import (
     EmailPager,
-    PageFailed,
     SlackMessageOut,
     SlackPager,
     WebhookPager,

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.errors import UserError
 from bot.escalation.state import OPEN
-from bot.escalation.views import EscalationView, view_of
+from bot.escalation.views import view_of
+from bot.ports import EscalationView
 from bot.store.models import Escalation, EscalationDelivery, EscalationEvent
 
 

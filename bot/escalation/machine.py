@@ -18,9 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bot.errors import UserError
+from bot.errors import PageFailed, UserError
 from bot.escalation import state
-from bot.escalation.channels import PageFailed
 from bot.escalation.claims import (
     CLAIM_COLUMNS,
     ESCALATIONS,
@@ -32,9 +31,10 @@ from bot.escalation.claims import (
     event_values,
 )
 from bot.escalation.delivery import Delivery
-from bot.escalation.policy import EscalationPolicy
 from bot.escalation.state import BOT_ACTOR, OPEN, Status, Transition, level_name
-from bot.escalation.views import EscalationView, clock, mention, view_of
+from bot.escalation.views import view_of
+from bot.escalation_policy import EscalationPolicy
+from bot.ports import EscalationView, clock, mention
 from bot.timeutil import assume_utc
 from bot.validators import format_duration
 

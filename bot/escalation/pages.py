@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.escalation.policy import EscalationPolicy
-from bot.escalation.views import clock, mention
+from bot.escalation_policy import EscalationPolicy
+from bot.ports import clock, mention
 from bot.validators import format_duration
 
 # Pages are sent in this order within a step, so a slow SMTP server never delays Slack.

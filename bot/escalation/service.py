@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slack_sdk import WebClient
 from sqlalchemy import Engine, select
@@ -33,10 +33,11 @@ from bot.escalation.engines import HotEngines
 from bot.escalation.lookups import Lookups
 from bot.escalation.machine import Change, EscalationMachine, new_escalation_id
 from bot.escalation.membership import Membership
-from bot.escalation.policy import EscalationPolicy
 from bot.escalation.state import BOT_ACTOR, FIRING, OPEN, Status, utcnow
+from bot.escalation.timeline import timeline_markdown
 from bot.escalation.timers import StepTimers
-from bot.escalation.views import EscalationRenderer, EscalationView, PlainRenderer, view_of
+from bot.escalation.views import EscalationRenderer, PlainRenderer, view_of
+from bot.escalation_policy import EscalationPolicy
 from bot.events import (
     AlertGroupChanged,
     AlertGroupOpened,
@@ -45,12 +46,10 @@ from bot.events import (
     EventBus,
 )
 from bot.mrkdwn import escape_mrkdwn
+from bot.ports import EscalationView
 from bot.settings import Settings
 from bot.store.models import Escalation, EscalationDelivery, EscalationEvent
 from bot.timeutil import assume_utc
-
-if TYPE_CHECKING:
-    from bot.core import Core
 
 __all__ = ["BOT_ACTOR", "FIRING", "OPEN", "Change", "Claim", "EscalationService", "build_escalation",
            "check_paging_settings", "new_escalation_id", "utcnow"]
@@ -94,16 +93,11 @@ class EscalationService:
         self.machine = EscalationMachine(engine, self.claims, self.delivery, clock_fn, self.timers.schedule,
                                          self.background)
 
-
     @property
     def renderer(self) -> EscalationRenderer:
+        """Block Kit from the Slack entry points (the core may not import handlers/);
+        plain text in the console and in tests."""
         return self._renderer
-
-    @renderer.setter
-    def renderer(self, renderer: EscalationRenderer) -> None:
-        """The Slack front end installs its Block Kit renderer when it starts (the core may
-        not import handlers/); until then, and in the console, messages are plain text."""
-        self._renderer = renderer
 
     @property
     def replica(self) -> str:
@@ -268,6 +262,9 @@ class EscalationService:
     def view(self, row: Escalation) -> EscalationView:
         return view_of(row, self.clock)
 
+    def timeline(self, escalation_id: str) -> tuple[str, int]:
+        return timeline_markdown(self.sessions, escalation_id, self.clock())
+
     def events_of(self, escalation_id: str) -> list[EscalationEvent]:
         return self.lookups.events_of(escalation_id)
 
@@ -298,10 +295,12 @@ def check_paging_settings(settings: Settings, policy: EscalationPolicy | None) -
         )
 
 
-def build_escalation(core: Core, clock: Callable[[], datetime] = utcnow) -> EscalationService:
-    """Construct the service for a core: check the paging settings, subscribe to events."""
-    policy = core.config.escalation
-    check_paging_settings(core.settings, policy)
-    service = EscalationService(core.settings, policy, core.sessions, core.web, clock, engine=core.engine)
-    service.subscribe(core.events)
+def build_escalation(settings: Settings, policy: EscalationPolicy | None, engine: Engine,
+                     sessions: sessionmaker[Session], web: WebClient | None, events: EventBus,
+                     clock: Callable[[], datetime] = utcnow,
+                     renderer: EscalationRenderer | None = None) -> EscalationService:
+    """Check the paging settings, construct the service, subscribe it to the core's events."""
+    check_paging_settings(settings, policy)
+    service = EscalationService(settings, policy, sessions, web, clock, engine=engine, renderer=renderer)
+    service.subscribe(events)
     return service

@@ -19,18 +19,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from bot.escalation.policy import EscalationPolicy
-
-
-class Status(StrEnum):
-    ACTIVE = "active"
-    SNOOZED = "snoozed"
-    ACKNOWLEDGED = "acknowledged"
-    RESOLVED = "resolved"
-
+from bot.escalation_policy import EscalationPolicy
+from bot.ports import EscalationStatus as Status
 
 # Statuses in which a timer may page (the row has a next step).
 FIRING: tuple[str, ...] = (Status.ACTIVE.value, Status.SNOOZED.value)

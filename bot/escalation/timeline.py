@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.alerts.payload import AlertStatus
+from bot.ports import AlertStatus
 from bot.redaction import redact
 from bot.store.models import AuditEntry, Escalation, EscalationEvent
 from bot.timeutil import assume_utc

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
+from datetime import UTC, datetime
 from typing import Any
 
-from bot.alerts.store import AlertStore, GroupView
-from bot.context import ProcedureContext
-from bot.errors import BackendUnavailable
+from bot.errors import BackendUnavailable, UserError
 from bot.mrkdwn import escape_mrkdwn
-from bot.registry import Procedure, RiskClass
+from bot.ports import FiringGroup
+from bot.registry import Procedure, ProcedureContext, RiskClass
 from bot.results import Result, Status, Table, Text
 from bot.validators import format_duration
 
@@ -18,17 +17,7 @@ ICON = {"critical": ":red_circle:", "error": ":red_circle:", "warning": ":large_
 LINES_PER_PART = 15
 
 
-@functools.lru_cache(maxsize=4)
-def _own_store(database_url: str) -> AlertStore:
-    # A process without the alert service (the console, a script) reads the same tables.
-    from bot.store.db import make_engine, make_sessionmaker
-
-    return AlertStore(make_sessionmaker(make_engine(database_url)))
-
-
-def _line(group: GroupView) -> str:
-    from datetime import UTC, datetime
-
+def _line(group: FiringGroup) -> str:
     since = (datetime.now(UTC) - group.opened_at).total_seconds()
     counts = f"{group.firing_count} firing" + (f", {group.resolved_count} resolved" if group.resolved_count else "")
     where = f"<{group.permalink}|thread>" if group.permalink else "_thread not posted yet_"
@@ -37,8 +26,9 @@ def _line(group: GroupView) -> str:
 
 
 def alerts(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
-    service = ctx.backends.alerts
-    store = service.store if service is not None else _own_store(ctx.settings.database_url)
+    store = ctx.backends.alerts
+    if store is None:
+        raise UserError("Alert threads are not kept in this bot.", "It needs `aia-bot serve` or the console.")
     groups = store.open_groups()
     if not groups and ctx.settings.alertmanager_webhook_token is None:
         # No Alertmanager can deliver here, so an empty table says nothing about health.

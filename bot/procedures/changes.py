@@ -17,12 +17,11 @@ from typing import Any
 
 import yaml
 
-from bot.context import ProcedureContext
 from bot.errors import UserError
 from bot.procedures import kube_format as kf
 from bot.procedures.images import pin_image
 from bot.redaction import looks_secret_key, looks_secret_value, redact, redact_env_value
-from bot.registry import Param, Plan, Procedure, RiskClass, can
+from bot.registry import Param, Plan, Procedure, ProcedureContext, RiskClass, can
 from bot.results import Action, Preformatted, Result, Status, Table, Text
 from bot.validators import (
     bounded_int,

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable
 from bot.procedures import kube_format as kf
-from bot.registry import Param, Procedure, RiskClass, can
+from bot.registry import Param, Procedure, ProcedureContext, RiskClass, can
 from bot.results import Action, Fields, Result, Status, Table, Text
 from bot.validators import choice, duration, k8s_name, label_selector
 

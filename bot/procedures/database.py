@@ -27,10 +27,9 @@ from bot.adapters.cloudsql import (
     OperationInfo,
     read_or_none,
 )
-from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable, UserError
 from bot.procedures.kube_format import human_bytes
-from bot.registry import Param, Plan, Procedure, RiskClass
+from bot.registry import Param, Plan, Procedure, ProcedureContext, RiskClass
 from bot.results import Fields, Result, Status, Table, Text
 from bot.store.cloud_operations import CloudOperation, CloudOperationStore
 from bot.timeutil import assume_utc

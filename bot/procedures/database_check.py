@@ -16,11 +16,10 @@ import json
 from typing import Any
 
 from bot.adapters.kube_exec import ExecOutcome, ExecRefused, exec_in_pod
-from bot.context import ProcedureContext
 from bot.procedures import kube_format as kf
 from bot.procedures.changes import live_colour
 from bot.redaction import redact
-from bot.registry import Procedure, RiskClass, can
+from bot.registry import Procedure, ProcedureContext, RiskClass, can
 from bot.results import Fields, Result, Status, Table, Text
 
 Obj = dict[str, Any]

@@ -18,14 +18,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.context import ProcedureContext
-from bot.errors import UserError
-from bot.escalation.channels import PageFailed
-from bot.escalation.service import EscalationService
-from bot.escalation.timeline import timeline_markdown
-from bot.escalation.views import clock, mention, status_line
+from bot.errors import PageFailed, UserError
 from bot.mrkdwn import escape_mrkdwn
-from bot.registry import Param, Procedure, RiskClass
+from bot.ports import EscalationPort, clock, mention, status_line
+from bot.registry import Param, Procedure, ProcedureContext, RiskClass
 from bot.results import Fields, Result, Status, Table, Text
 from bot.roles import Role
 from bot.validators import duration, format_duration
@@ -41,7 +37,7 @@ def escalation_id(text: str) -> str:
     return text if text.startswith("E") and len(text) == 7 else "E" + text
 
 
-def _service(ctx: ProcedureContext) -> EscalationService:
+def _service(ctx: ProcedureContext) -> EscalationPort:
     service = ctx.backends.escalation
     if service is None:
         raise UserError("Escalation is not running in this bot.", "It needs `aia-bot serve` or the console.")
@@ -112,13 +108,13 @@ def oncall(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     return Result(title="On call now", parts=parts, summary=f"{len(policy.levels)} levels, {len(open_ones)} open")
 
 
-def _target(ctx: ProcedureContext, args: dict[str, Any]) -> tuple[EscalationService, str]:
+def _target(ctx: ProcedureContext, args: dict[str, Any]) -> tuple[EscalationPort, str]:
     service = _service(ctx)
     row = service.find(ctx.caller.channel_id, args.get("id"))
     return service, row.id
 
 
-def _paged_people(service: EscalationService, esc_id: str) -> set[str]:
+def _paged_people(service: EscalationPort, esc_id: str) -> set[str]:
     """Slack users this escalation has paged so far (user groups expanded now)."""
     people: set[str] = set()
     for delivery in service.pages_of(esc_id):
@@ -131,7 +127,7 @@ def _paged_people(service: EscalationService, esc_id: str) -> set[str]:
     return people
 
 
-def _not_the_break_glass_user(service: EscalationService, esc_id: str, user_id: str, verb: str) -> None:
+def _not_the_break_glass_user(service: EscalationPort, esc_id: str, user_id: str, verb: str) -> None:
     row = service.get(esc_id)
     if row is not None and row.source == "break_glass" and row.created_by == user_id:
         raise UserError(f"You used break-glass, so you cannot {verb} its review escalation `{esc_id}`: "
@@ -174,7 +170,7 @@ def escalate(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
 
 def timeline(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     service, esc_id = _target(ctx, args)
-    markdown, count = timeline_markdown(service.sessions, esc_id, service.clock())
+    markdown, count = service.timeline(esc_id)
     row = service.get(esc_id)
     assert row is not None
     filename = f"timeline-{esc_id}.md"

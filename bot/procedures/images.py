@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.adapters.registry import ImageName, allowed_prefix
-from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable, UserError
 from bot.procedures import kube_format as kf
-from bot.registry import Param, Procedure, RiskClass, can
+from bot.registry import Param, Procedure, ProcedureContext, RiskClass, can
 from bot.results import Result, Status, Table, Text
 from bot.validators import bounded_int
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.context import ProcedureContext
 from bot.errors import UserError
-from bot.registry import Param, Procedure, RiskClass
+from bot.registry import Param, Procedure, ProcedureContext, RiskClass
 from bot.results import Fields, Result, Status, Table, Text
 from bot.validators import bounded_int
 

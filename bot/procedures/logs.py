@@ -5,11 +5,10 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bot.context import ProcedureContext
 from bot.errors import UserError
 from bot.procedures import kube_format as kf
 from bot.redaction import redact
-from bot.registry import Param, Procedure, RiskClass, can
+from bot.registry import Param, Procedure, ProcedureContext, RiskClass, can
 from bot.results import Preformatted, Result, Status, Text
 from bot.safe_regex import SafePattern
 from bot.validators import bounded_int, container_name, duration, format_duration, k8s_name

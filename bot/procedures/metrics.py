@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 from bot.adapters.prometheus import range_points
-from bot.context import ProcedureContext
 from bot.graphs import Plot, render_png
 from bot.mrkdwn import code_span
-from bot.registry import Param, Procedure, RiskClass
+from bot.registry import Param, Procedure, ProcedureContext, RiskClass
 from bot.results import Fields, Image, Result, Status, Table, Text
 from bot.validators import duration, format_duration, promql
 

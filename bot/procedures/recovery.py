@@ -35,11 +35,10 @@ import yaml
 from sqlalchemy import select
 
 from bot.adapters.kube_objects import KindUnknown, KubeObjects, ObjectRefused
-from bot.context import ProcedureContext
 from bot.errors import UserError
 from bot.procedures.changes import BACKUP_READS
 from bot.redaction import redact
-from bot.registry import Param, Plan, Procedure, RiskClass, can
+from bot.registry import Param, Plan, Procedure, ProcedureContext, RiskClass, can
 from bot.results import Action, Fields, Preformatted, Result, Status, Table, Text
 from bot.store.models import ConfigBackup
 from bot.timeutil import assume_utc

@@ -11,13 +11,10 @@ change (or is missing) gains nothing and can take the app down.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from bot.adapters.secretmanager import SECRET_ID
-from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable, UserError
 from bot.procedures import kube_format as kf
 from bot.procedures.changes import (
@@ -33,14 +30,19 @@ from bot.procedures.database_secret import (
     is_database_secret,
     plan_database_rotation,
 )
-from bot.registry import Param, Plan, Procedure, RiskClass, can
+from bot.procedures.external_secrets import (
+    FORCE_SYNC,
+    audit_change,
+    force_refresh,
+    sync_table,
+    wait_synced,
+)
+from bot.registry import Param, Plan, Procedure, ProcedureContext, RiskClass, can
 from bot.results import Result, Status, Table, Text
-from bot.store.audit import AuditRecord
 from bot.validators import k8s_name
 
 SECTION_SECRETS = "Access & Authentication › Secret Management"
 SECTION_ROTATE = "Security Incident › Rotate secrets"
-FORCE_SYNC = "force-sync"
 # 48 random bytes, URL-safe base64 (64 characters): fits env vars, URLs and headers unquoted.
 GENERATED_BYTES = 48
 
@@ -121,68 +123,6 @@ def secrets_versions(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     )
 
 
-# -- following a forced refresh -------------------------------------------------------
-
-def _ready(es: dict[str, Any]) -> dict[str, Any]:
-    return next((c for c in (es.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), {})
-
-
-def _sync_state(es: dict[str, Any], forced_at: datetime) -> tuple[str, str]:
-    """("synced" | "failed" | "waiting", detail) for a refresh forced at ``forced_at``."""
-    ready = _ready(es)
-    refreshed = kf.parse_time((es.get("status") or {}).get("refreshTime"))
-    changed = kf.parse_time(ready.get("lastTransitionTime"))
-    if ready.get("status") == "True" and refreshed is not None and refreshed >= forced_at:
-        return "synced", f"refreshed at {refreshed:%H:%M:%S} UTC"
-    if ready.get("status") == "False" and changed is not None and changed >= forced_at:
-        return "failed", f"{ready.get('reason') or 'not ready'}: {str(ready.get('message') or '')[:300]}"
-    # A condition that was already False before the refresh keeps its old transition time (the
-    # operator only moves it when the status flips): its message is still the best hint.
-    hint = f": {str(ready.get('message') or '')[:200]}" if ready.get("status") == "False" else ""
-    return "waiting", str(ready.get("reason") or "no status yet") + hint
-
-
-def force_refresh(ctx: ProcedureContext, names: list[str]) -> datetime:
-    """Annotate each ExternalSecret with ``force-sync``; the moment the refresh was asked for."""
-    forced_at = datetime.now(UTC).replace(microsecond=0)
-    for name in names:
-        ctx.kube.annotate_external_secret(name, {FORCE_SYNC: str(int(forced_at.timestamp()))})
-    return forced_at
-
-
-def wait_synced(ctx: ProcedureContext, names: list[str], forced_at: datetime,
-                ) -> Iterator[tuple[dict[str, tuple[str, str]], bool]]:
-    """Progress of the refresh of ``names``: (state per name, finished) until all synced, one failed, or timeout."""
-    timeout = ctx.settings.aia_secret_sync_timeout_seconds
-    deadline = time.monotonic() + timeout
-    pause = 0.25
-    while True:
-        states: dict[str, tuple[str, str]] = {}
-        for name in names:
-            try:
-                states[name] = _sync_state(ctx.kube.external_secret(name), forced_at)
-            except (UserError, BackendUnavailable) as exc:
-                states[name] = ("waiting", str(exc)[:200])
-        if all(s == "synced" for s, _ in states.values()) or any(s == "failed" for s, _ in states.values()):
-            yield states, True
-            return
-        if time.monotonic() >= deadline:
-            yield {n: (s if s != "waiting" else "never synced", d) for n, (s, d) in states.items()}, True
-            return
-        yield states, False
-        time.sleep(pause)
-        pause = min(pause * 1.5, 5.0)
-
-
-def _sync_table(states: dict[str, tuple[str, str]]) -> Table:
-    return Table(["EXTERNALSECRET", "STATE", "DETAIL"], [[n, s, d] for n, (s, d) in states.items()])
-
-
-def _audit(ctx: ProcedureContext, action: str, outcome: str, detail: str, risk: str) -> None:
-    ctx.audit.append(AuditRecord(actor=ctx.caller.user_id, action=action, outcome=outcome, detail=detail,
-                                 team_id=ctx.caller.team_id, channel_id=ctx.caller.channel_id, risk=risk))
-
-
 # -- secrets sync -----------------------------------------------------------------------
 
 def secrets_sync(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
@@ -207,15 +147,15 @@ def secrets_sync(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
         for states, finished in wait_synced(ctx, [name], forced_at):
             state, detail = states[name]
             if not finished:
-                yield Result(f"Waiting for ExternalSecret {name} to sync", Status.INFO, [_sync_table(states)])
+                yield Result(f"Waiting for ExternalSecret {name} to sync", Status.INFO, [sync_table(states)])
                 continue
             ok = state == "synced"
-            _audit(ctx, "secrets sync", "synced" if ok else "not_synced", f"{name}: {state} ({detail})", "write")
+            audit_change(ctx, "secrets sync", "synced" if ok else "not_synced", f"{name}: {state} ({detail})", "write")
             text = (f":white_check_mark: `{name}` synced ({detail}). Restart the app to use the new values."
                     if ok else f":x: `{name}` {state}: {detail}. The Kubernetes Secret still holds the old values; "
                     "check the operator (`/aia secrets`) and the Secret Manager permissions.")
             yield Result(f"ExternalSecret {name}: {state}", Status.OK if ok else Status.CRITICAL,
-                         [Text(text), _sync_table(states)], summary=f"{name}: {state}")
+                         [Text(text), sync_table(states)], summary=f"{name}: {state}")
 
     result.followup = follow
     return result
@@ -284,14 +224,14 @@ def execute_rotate(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) -> R
     # The value exists only here, between generation and the gRPC call; nothing else holds it.
     version = ctx.backends.secret_manager.add_version(secret, secrets.token_urlsafe(GENERATED_BYTES).encode())
     done = [f":white_check_mark: Added version {version} of `{secret}` (generated by the bot; not shown)."]
-    _audit(ctx, "secrets rotate", "version_added", f"{secret}: version {version} added", "destructive")
+    audit_change(ctx, "secrets rotate", "version_added", f"{secret}: version {version} added", "destructive")
     try:
         forced_at = force_refresh(ctx, external)
     except (UserError, BackendUnavailable) as exc:
         done.append(f":x: Could not force the refresh of {', '.join(external)}: {exc}")
         done.append(f":no_entry: `{deployment}` was NOT restarted. Run `/aia secrets sync` once Kubernetes answers, "
                     f"then `/aia restart {deployment}`.")
-        _audit(ctx, "secrets rotate", "sync_not_requested", f"{secret}: {exc}", "destructive")
+        audit_change(ctx, "secrets rotate", "sync_not_requested", f"{secret}: {exc}", "destructive")
         return Result(f"Rotation of {secret} stopped", Status.CRITICAL, [Text("\n".join(done))],
                       summary=f"{secret}: version {version} added; refresh not requested; no restart")
     done.append(f":arrows_counterclockwise: Forced a refresh of {', '.join(f'`{e}`' for e in external)}.")
@@ -302,24 +242,24 @@ def execute_rotate(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) -> R
         for states, finished in wait_synced(ctx, external, forced_at):
             if not finished:
                 yield Result(f"Rotating {secret}: waiting for the sync", Status.INFO,
-                             [Text("\n".join(done)), _sync_table(states)])
+                             [Text("\n".join(done)), sync_table(states)])
                 continue
             if not all(state == "synced" for state, _ in states.values()):
                 done.append(":x: " + "; ".join(f"`{n}` {s}: {d}" for n, (s, d) in states.items()))
                 done.append(f":no_entry: Stopped: `{deployment}` was NOT restarted, so the running pods keep the "
                             f"old value (version {version - 1} and older stay enabled). Fix the sync, then "
                             f"`/aia secrets sync` and `/aia restart {deployment}`.")
-                _audit(ctx, "secrets rotate", "not_synced", f"{secret}: version {version}; no restart; "
+                audit_change(ctx, "secrets rotate", "not_synced", f"{secret}: version {version}; no restart; "
                        + "; ".join(f"{n} {s}" for n, (s, _) in states.items()), "destructive")
                 yield Result(f"Rotation of {secret} stopped: the ExternalSecret never synced", Status.CRITICAL,
-                             [Text("\n".join(done)), _sync_table(states)],
+                             [Text("\n".join(done)), sync_table(states)],
                              summary=f"{secret}: version {version} added, not synced, not restarted")
                 return
             done.append(":white_check_mark: Synced: " + ", ".join(f"`{n}` ({d})" for n, (_, d) in states.items()))
             break
         ctx.kube.patch_deployment(deployment, _restart_patch())
         done.append(f":arrows_counterclockwise: Restarted `{deployment}` (live colour {plan.snapshot['live']}).")
-        _audit(ctx, "secrets rotate", "restarted", f"{secret}: version {version} synced; {deployment} restarted",
+        audit_change(ctx, "secrets rotate", "restarted", f"{secret}: version {version} synced; {deployment} restarted",
                "destructive")
         for step in rollout_followup(ctx, deployment):
             yield Result(f"Rotation of {secret}: {step.title}", step.status,

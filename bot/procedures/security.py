@@ -6,9 +6,8 @@ from typing import Any
 
 import requests
 
-from bot.context import ProcedureContext
 from bot.errors import BackendUnavailable
-from bot.registry import Procedure, RiskClass, can
+from bot.registry import Procedure, ProcedureContext, RiskClass, can
 from bot.results import Result, Status, Table
 
 # The runbook ships Grafana with admin/admin "to change on first login": check that someone did.

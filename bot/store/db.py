@@ -40,6 +40,16 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+def make_writer_engine(engine: Engine) -> Engine | None:
+    """PostgreSQL: a small pool for the alert webhook's one INSERT, in autocommit and without
+    a pre-ping, so the INSERT is its one round trip (not ping, BEGIN, INSERT, COMMIT: under a
+    storm each cost a wait for the server and another for the GIL). SQLite: None (one writer;
+    the inbox queues its writes itself)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    return create_engine(engine.url, isolation_level="AUTOCOMMIT", pool_size=8, max_overflow=8)
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

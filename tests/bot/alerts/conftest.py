@@ -28,13 +28,11 @@ def make_core(env: dict[str, str], database_url: str, roles: Any, **settings: st
     from bot.settings import load_settings
     from handlers.render_alerts import BlockKitAlertRenderer
 
-    core = build_core(load_settings({
+    loaded = load_settings({
         **env, "DATABASE_URL": database_url, "AIA_ALERT_CHANNEL": CHANNEL_ID,
         "AIA_OUTBOX_POST_INTERVAL_SECONDS": "0.05", "AIA_OUTBOX_POLL_SECONDS": "0.05", **settings,
-    }), roles)
-    assert core.alerts is not None
-    core.alerts.renderer = BlockKitAlertRenderer(core.settings)
-    return core
+    })
+    return build_core(loaded, roles, alert_renderer=BlockKitAlertRenderer(loaded))
 
 
 class Recorder:

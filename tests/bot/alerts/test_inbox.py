@@ -240,13 +240,14 @@ def test_database_down_is_503_and_nothing_is_half_stored(bot_env, pg_url, roles,
     inbox = core.alerts.inbox
     try:
         # Nothing listens there: every connection attempt is refused, as when PostgreSQL is down.
-        inbox._writer_engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:9/aia",
-                                             isolation_level="AUTOCOMMIT")
+        live, inbox._writer = inbox._writer, create_engine("postgresql+psycopg://postgres@127.0.0.1:9/aia",
+                                                           isolation_level="AUTOCOMMIT")
         answer = _post(core, _body([alert(pod="p-1")]))
         assert answer.status_code == 503 and "retry" in answer.json()["error"]
         assert _count(core, AlertInboxEntry) == 0 and _count(core, AlertRecord) == 0
         # Database back: Alertmanager's retry goes through, once.
-        inbox.close()
+        inbox._writer.dispose()
+        inbox._writer = live
         assert _post(core, _body([alert(pod="p-1")])).status_code == 200
         _fold_all(core)
         assert _count(core, AlertRecord) == 1 and _count(core, AlertGroup) == 1

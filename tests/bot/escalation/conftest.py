@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from bot.core import Core, build_core
-from bot.escalation.policy import EscalationPolicy
 from bot.escalation.scheduler import EscalationScheduler
+from bot.escalation_policy import EscalationPolicy
 from bot.settings import BotConfigFile, load_settings
 from sandbox.slack_server import FakeSlackServer
 from tests.conftest import fresh_pg_database

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, insert, select, update
 from bot.escalation.claims import ESCALATIONS, EVENTS, PAGES, Claims
 from bot.escalation.delivery import SentMarks
 from bot.escalation.membership import Membership
-from bot.escalation.policy import EscalationPolicy
+from bot.escalation_policy import EscalationPolicy
 from bot.store.db import make_engine, migrate
 from tests.bot.escalation.conftest import ShiftedClock
 from tests.conftest import fresh_pg_database

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from bot.errors import ConfigurationError
-from bot.escalation.policy import EscalationLevel, EscalationPolicy
 from bot.escalation.service import check_paging_settings
+from bot.escalation_policy import EscalationLevel, EscalationPolicy
 from bot.settings import load_config_file, load_settings
 
 DESIGN_SHAPE = """\

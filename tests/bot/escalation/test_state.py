@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.escalation import state
-from bot.escalation.policy import EscalationPolicy
 from bot.escalation.state import FIRING, OPEN, Status
+from bot.escalation_policy import EscalationPolicy
 
 NOW = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
 POLICY = EscalationPolicy.model_validate({"repeat": 1, "levels": [
