@@ -185,7 +185,8 @@ class Settings(BaseSettings):
     )
     aia_outbox_senders: int = Field(2, ge=1, le=16, description="Outbox sender threads per replica.")
     aia_outbox_poll_seconds: float = Field(
-        0.2, gt=0, le=10, description="How often an idle outbox sender looks for work."
+        0.2, gt=0, le=10,
+        description="First wait of an idle outbox's polling thread, doubling up to 2 s (work queued by this replica wakes it at once).",
     )
     aia_outbox_max_attempts: int = Field(
         30, ge=1, description="Attempts (5xx, network errors) before an outbox message is given up."
