@@ -128,7 +128,7 @@ class Claims:
         by_step = {(row.id, row.version): row for row in locked}
         missing = [step for step in wanted if step not in by_step]
         if missing:
-            # Why not: a plain read, no locks. Mostly the backup timers of steps fired already.
+            # Why not: a plain read, no locks. Mostly steps another replica fired meanwhile.
             missing_ids = sorted({esc_id for esc_id, _ in missing})
             current = {r.id: r for r in (pg_batches.current(conn, missing_ids) if postgres else conn.execute(
                 select(ESCALATIONS.c.id, ESCALATIONS.c.version, ESCALATIONS.c.status, ESCALATIONS.c.next_level,

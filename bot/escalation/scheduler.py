@@ -6,12 +6,16 @@
   The replica that fired a step schedules the next one at once; the others learn of it from
 - the ``poll`` job, every AIA_ESCALATION_POLL_SECONDS: it beats this replica's heartbeat,
   reads the steps due soon and schedules locally the ones this replica is first choice for
-  (a stable hash over the live replicas) at their due time, and those it is second choice
-  for TAKEOVER_SECONDS later as a backup: each step has two timers in the whole deployment,
-  not one per replica, and a first choice that died is covered within half a second. Every
-  replica also schedules, at once, any step already overdue by more than TAKEOVER_SECONDS
-  (both choices dead, or behind). Whoever claims first wins; the others find a newer
-  version and do nothing. After a restart the overdue steps are scheduled at once.
+  (a stable hash over the live replicas) at their due time: one timer per step in the whole
+  deployment, not one per replica. Every replica also schedules, at once, any step already
+  overdue by more than TAKEOVER_SECONDS (both choices dead, or behind). Whoever claims first
+  wins; the others find a newer version and do nothing. After a restart the overdue steps
+  are scheduled at once.
+- the ``takeover`` job, every TAKEOVER_SWEEP_SECONDS: one indexed read of the steps overdue
+  by more than TAKEOVER_SECONDS, which is empty while the first choices keep up; this
+  replica claims those it is second choice for, so a first choice that died is covered
+  within TAKEOVER_SECONDS + TAKEOVER_SWEEP_SECONDS. (A backup timer per step did the same,
+  but cost every step a second, empty claim on another replica.)
 - the ``retry`` job sends email/webhook pages whose retry time came, and pages whose claim
   holder died (lease over, or heartbeat missed).
 """
@@ -32,6 +36,10 @@ log = logging.getLogger(__name__)
 # The second-choice replica tries a step this much after its due time; a step overdue by
 # more than this is tried by every replica's poll.
 TAKEOVER_SECONDS = 0.5
+# How often the second choices look for steps their first choice left.
+TAKEOVER_SWEEP_SECONDS = 0.25
+# Most overdue steps one sweep reads (a backlog is the poll's, in order).
+TAKEOVER_BATCH = 500
 # Most steps one claiming transaction takes at once.
 CLAIM_BATCH = 200
 
@@ -45,6 +53,8 @@ class EscalationScheduler:
         self.service = service
         self.poll_seconds = poll_seconds
         self._claimer = threading.Thread(target=self._claim_loop, name="aia-escalation-claimer", daemon=True)
+        # The live replicas as the last poll saw them (the sweep between polls uses them).
+        self._live: list[str] = []
 
     def start(self) -> None:
         try:
@@ -55,6 +65,7 @@ class EscalationScheduler:
         timers = self.service.timers
         timers.start()
         timers.every(self.poll_seconds, self.poll, "poll")
+        timers.every(TAKEOVER_SWEEP_SECONDS, self.takeover, "takeover")
         timers.every(max(0.5, self.poll_seconds / 2), self.retry, "retry")
 
     def stop(self) -> None:
@@ -96,14 +107,27 @@ class EscalationScheduler:
         except Exception as exc:  # noqa: BLE001 - database down: try again at the next poll
             log.warning("escalation poll failed: %s", type(exc).__name__)
             return
+        self._live = live
         me = self.service.replica
         overdue = self.service.clock() - timedelta(seconds=TAKEOVER_SECONDS)
         for escalation_id, version, at in due:
-            choice = self._choice(escalation_id, me, live)
-            if choice == 0 or at <= overdue:
+            if at <= overdue or self._choice(escalation_id, me, live) == 0:
                 self.schedule(escalation_id, version, at)
-            elif choice == 1:
-                self.schedule(escalation_id, version, at + timedelta(seconds=TAKEOVER_SECONDS))
+
+    def takeover(self) -> None:
+        """Claim the steps overdue by more than TAKEOVER_SECONDS that this replica is second
+        (or first) choice for: their first choice died, or is behind."""
+        if not self._live:
+            return  # no poll yet: the first poll schedules every overdue step anyway
+        try:
+            overdue = self.service.due_steps(horizon_seconds=-TAKEOVER_SECONDS, limit=TAKEOVER_BATCH)
+        except Exception as exc:  # noqa: BLE001 - database down: the next sweep tries again
+            log.warning("escalation takeover sweep failed: %s", type(exc).__name__)
+            return
+        me = self.service.replica
+        for escalation_id, version, at in overdue:
+            if self._choice(escalation_id, me, self._live) <= 1:
+                self.schedule(escalation_id, version, at)
 
     @staticmethod
     def _choice(escalation_id: str, me: str, live: list[str]) -> int:

@@ -238,14 +238,15 @@ class EscalationService:
     def live_replicas(self) -> list[str]:
         return self.membership.live_replicas()
 
-    def due_steps(self, horizon_seconds: float) -> list[tuple[str, int, datetime]]:
+    def due_steps(self, horizon_seconds: float, limit: int = 20000) -> list[tuple[str, int, datetime]]:
+        """Steps due before now + ``horizon_seconds`` (negative: overdue by that much), oldest first."""
         until = self.clock() + timedelta(seconds=horizon_seconds)
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(ESCALATIONS.c.id, ESCALATIONS.c.version, ESCALATIONS.c.next_due_at)
                 .where(ESCALATIONS.c.status.in_(FIRING), ESCALATIONS.c.next_due_at <= until)
                 .order_by(ESCALATIONS.c.next_due_at)
-                .limit(20000)
+                .limit(limit)
             ).all()
         return [(r[0], r[1], assume_utc(r[2]) or until) for r in rows]
 
