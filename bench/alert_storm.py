@@ -26,7 +26,9 @@ import contextlib
 import json
 import multiprocessing
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -123,6 +125,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--database", default=None, help="DATABASE_URL (default: a SQLite file)")
     parser.add_argument("--postgres", action="store_true", help="a fresh database on the test PostgreSQL")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy the bot while the webhooks arrive (threads on CPU) into DIR/storm.txt")
     args = parser.parse_args()
 
     with contextlib.ExitStack() as stack:
@@ -155,10 +159,21 @@ def main() -> int:
         slack.reset()
 
         assert bot.process is not None
+        spy = None
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                                    str(bot.process.pid), "--rate", "250", "--format", "raw", "--nonblocking",
+                                    "--threads", "--output", str(args.profile / "storm.txt")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
         cpu_start = cpu_seconds(bot.process.pid)
         started = time.perf_counter()
         latencies = pool.submit(send_all, bot.url, bodies, args.connections).result()
         sent_in = time.perf_counter() - started
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
         cpu_sending = cpu_seconds(bot.process.pid) - cpu_start
         slack.wait_for(lambda: _parents(slack) >= args.groups, timeout=args.groups * 3 + 60)
         visible_in = time.perf_counter() - started
