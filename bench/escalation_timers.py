@@ -21,7 +21,7 @@ replicas were up 5 s or more before the first due time (raise --lead on a slow m
 
 --find-knee runs the bench at each rate (pages/s over --spread, no kill) until p99 lateness
 crosses 1 s, and prints the knee: the rate where it crossed (linear between the two runs
-around it). --profile DIR records one surviving replica with py-spy (`pip install py-spy`; samples of the thread holding the GIL, i.e. Python CPU)
+around it). --profile DIR records one surviving replica with py-spy (`pip install py-spy`; samples of the threads on a CPU)
 into DIR/replica.txt (collapsed stacks) and prints the functions holding the most samples.
 """
 
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace, escalations: int, kill_at: float) -> dict[str,
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
         profiler = subprocess.Popen(  # noqa: S603 - our own tool on our own child
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--gil", "--format", "raw",
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--threads", "--format", "raw",
              "--pid", str(pids[-1]), "--output", str(args.profile / "replica.txt"),
              "--duration", str(int(args.lead + args.spread + 5))],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

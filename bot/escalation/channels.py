@@ -21,12 +21,11 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.errors import PageFailed
+from bot.redaction import redact
 
 PD_SOURCE = "aia-runbook-bot"
 PAGE_EVENT = "aia_escalation_page"
@@ -229,12 +228,6 @@ class WebhookPager:
     def __init__(self, routing_key: str | None, timeout: float = 10.0) -> None:
         self.routing_key = routing_key
         self.timeout = timeout
-        # Kept-alive connections (urllib3's pool, shared by the paging threads): a new TCP and
-        # TLS handshake per page cost more CPU than building the event. No retries, no
-        # redirects here: a failed page is retried by the engine, with the same dedup key.
-        self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0))
-        self.session.mount("https://", HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0))
 
     def send(self, url: str, action: str, dedup_key: str, summary: str = "",
              severity: str = "critical", details: dict[str, Any] | None = None,
@@ -253,22 +246,21 @@ class WebhookPager:
             }
             if links:
                 body["links"] = links
+        request = urllib.request.Request(  # noqa: S310 - the URL is an http(s) URL checked by the policy
+            url, data=json.dumps(body).encode(), method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": PD_SOURCE},
+        )
         host = urllib.parse.urlsplit(url).netloc
         try:
-            response = self.session.post(
-                url, data=json.dumps(body).encode(), timeout=self.timeout, allow_redirects=False,
-                headers={"Content-Type": "application/json", "User-Agent": PD_SOURCE},
-            )
-        except requests.Timeout:
-            raise PageFailed(f"webhook {host} unreachable (timed out)") from None
-        except requests.RequestException as exc:
-            refused = "refused" in str(exc).lower()
-            raise PageFailed(f"webhook {host} unreachable ({'refused the connection' if refused else type(exc).__name__})"
-                             ) from None
-        if response.status_code >= 300:
-            # 3xx included: a redirected page is not delivered, and following it would resend.
-            retry = response.status_code == 429 or response.status_code >= 500
-            raise PageFailed(f"webhook {host} answered HTTP {response.status_code}", retry=retry)
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+                response.read()
+        except urllib.error.HTTPError as exc:
+            retry = exc.code == 429 or exc.code >= 500
+            raise PageFailed(f"webhook {host} answered HTTP {exc.code}", retry=retry) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            text = redact(str(reason))[:120]
+            raise PageFailed(f"webhook {host} unreachable ({text})") from None
 
     def check(self, url: str) -> str:
         """Whether the paging webhook's server can be reached (TCP, and TLS for https).

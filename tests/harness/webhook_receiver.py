@@ -39,19 +39,14 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.events: list[WebhookEvent] = []
         self.failures: list[int] = []  # HTTP statuses to answer next, in order
-        self.connections: set[tuple[str, int]] = set()  # the senders' (host, port): one per TCP connection
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            # Keep-alive, as PagerDuty's endpoint does: a sender may reuse its connection.
-            protocol_version = "HTTP/1.1"
-
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 with receiver.lock:
-                    receiver.connections.add(self.client_address)
                     status = receiver.failures.pop(0) if receiver.failures else 202
                     if status == 202:
                         receiver.events.append(WebhookEvent(json.loads(raw or b"{}"), time.time()))

@@ -1,5 +1,5 @@
-"""The PagerDuty Events v2 sender against a real HTTP server: kept-alive connections, and
-what each kind of failure says."""
+"""The PagerDuty Events v2 sender against a real HTTP server: what it sends, and what each
+kind of failure says."""
 
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ def receiver() -> Iterator[WebhookReceiver]:
     server.stop()
 
 
-def test_pages_reuse_one_connection_and_carry_the_dedup_key(receiver: WebhookReceiver) -> None:
+def test_pages_carry_the_routing_and_dedup_keys(receiver: WebhookReceiver) -> None:
     pager = WebhookPager(ROUTING_KEY, timeout=5)
     for i in range(5):
         pager.send(receiver.url, "trigger", f"aia-EKEEP{i}", summary=f"incident {i}", details={"level": 3})
     events = receiver.received()
     assert [e.body["dedup_key"] for e in events] == [f"aia-EKEEP{i}" for i in range(5)]
     assert all(e.body["routing_key"] == ROUTING_KEY for e in events)
-    assert len(receiver.connections) == 1  # one TCP connection for five pages
+    assert events[0].body["payload"]["summary"] == "incident 0" and events[0].body["payload"]["severity"] == "critical"
 
 
 @pytest.mark.parametrize(("status", "retry"), [(500, True), (429, True), (400, False), (302, False)])
@@ -49,5 +49,5 @@ def test_an_unreachable_webhook_says_so_without_the_key() -> None:
         port = sock.getsockname()[1]  # nobody listens once the socket is closed
     with pytest.raises(PageFailed) as failed:
         WebhookPager(ROUTING_KEY, timeout=2).send(f"http://127.0.0.1:{port}/v2/enqueue", "trigger", "aia-EDOWN01")
-    assert "unreachable (refused the connection)" in str(failed.value) and failed.value.retry
+    assert "unreachable" in str(failed.value) and "refused" in str(failed.value) and failed.value.retry
     assert ROUTING_KEY not in str(failed.value)
