@@ -178,13 +178,15 @@ def test_slack_retry_headers_run_nothing_twice(stack: Stack) -> None:
     assert len(stack.writes(SCALE_PATH)) == 1
 
 
-def test_expiry_at_click_time_and_by_the_sweep(tmp_path: Path) -> None:
-    with approval_stack(tmp_path, AIA_APPROVAL_TTL_SECONDS="5") as stack:
-        clicked = stack.request_change(OPS, SCALE_TO_ZERO)
-        swept = stack.request_change(OPS, "isolate aia-frontend")
+def test_expiry_at_click_time_and_by_the_sweep(stack: Stack, tmp_path: Path) -> None:
+    # The requests are made on a replica with a short time to live: their expiry is stored with them,
+    # so the shared replica's sweep expires them too.
+    with stack.extra_bot(tmp_path, AIA_APPROVAL_TTL_SECONDS="5") as short:
+        clicked = stack.request_change(OPS, SCALE_TO_ZERO, bot=short)
+        swept = stack.request_change(OPS, "isolate aia-frontend", bot=short)
         time.sleep(5.5)
         # Approval after expiry: refused, nothing runs (whether the sweep got there first or not).
-        assert "expired" in stack.response_text(stack.click(APPROVER, "approve", clicked))
+        assert "expired" in stack.response_text(stack.click(APPROVER, "approve", clicked, bot=short))
         assert stack.status(clicked.request_id) == "expired" and not stack.writes(SCALE_PATH)
         # Nobody clicks: the sweep expires it and the card says so.
         stack.wait_status(swept.request_id, "expired", timeout=20)
