@@ -1,4 +1,9 @@
-"""One `aia-bot serve` process per test module, on real PostgreSQL, with local Slack and Kubernetes."""
+"""`aia-bot serve` processes on real PostgreSQL, with local Slack and Kubernetes.
+
+Starting a bot (its imports) is what an end-to-end test pays most for. So a bot is shared as
+widely as its settings allow: the plain two-person-rule stack and the Google Cloud stack serve
+every module of this package that needs nothing else, and each test resets the cluster, Slack
+and database under the running bot instead of starting a new one."""
 
 from __future__ import annotations
 
@@ -9,7 +14,9 @@ import pytest
 
 from sandbox.slack_server import FakeSlackServer
 from tests.conftest import fresh_pg_database
+from tests.harness.approvals import Stack, approval_stack
 from tests.harness.bot_process import BotProcess
+from tests.harness.google_cloud import CloudStack, cloud_stack
 from tests.harness.users import TEAM_ID, install_users
 
 SIGNING_SECRET = "e2e-signing-secret-4f1c2a"
@@ -63,3 +70,18 @@ def bot(tmp_path_factory: pytest.TempPathFactory, e2e_kube, e2e_slack, e2e_pg, p
     process = BotProcess(env, workdir / "bot.log", config_yaml=ROLES_YAML).start()
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="package")
+def approvals_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The two-person-rule stack with default settings (two-person rule, database check, disaster
+    recovery); a test that needs other settings starts its own stack or `Stack.extra_bot`."""
+    with approval_stack(tmp_path_factory.mktemp("approvals")) as built:
+        yield built
+
+
+@pytest.fixture(scope="package")
+def cloud_shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudStack]:
+    """The Google Cloud stack with default settings (Secret Manager procedures, image tags)."""
+    with cloud_stack(tmp_path_factory.mktemp("cloud")) as built:
+        yield built

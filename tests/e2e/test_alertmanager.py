@@ -68,9 +68,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, e2e_kube, am_slack: FakeSlac
                              rule_files=[shipped_rules_for_tests(workdir / "aia-rules.yml")],
                              alertmanager=f"127.0.0.1:{am.port}")
     bot.env["PROMETHEUS_URL"] = prom.url
+    bot.spawn()  # it imports while Prometheus and Alertmanager come up
     prom.start()
     am.start()
-    bot.start()
+    bot.wait_ready()
     state = {"bot": bot, "exporter": exporter, "prom": prom, "am": am, "env": env, "workdir": workdir}
     yield state
     state["bot"].stop()

@@ -42,9 +42,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory, cloudsql: FakeCloudSqlServe
 
 @pytest.fixture
 def stack(shared: Stack, cloudsql: FakeCloudSqlServer) -> Stack:
-    if shared.bot.process is None or shared.bot.process.poll() is not None:
-        raise RuntimeError("the shared bot died")
-    shared.reset()
+    shared.fresh()
     cloudsql.reset()
     cloudsql.operation_seconds = 1.0
     seed_cloudsql(cloudsql)
@@ -231,31 +229,29 @@ def test_clone_refused_outside_the_window_or_without_pitr(stack: Stack, cloudsql
 # -- a restarted bot resumes following ------------------------------------------------------------------
 
 def test_a_restarted_bot_resumes_following_the_operation_in_the_same_message(
-        tmp_path: Path, cloudsql: FakeCloudSqlServer) -> None:
-    cloudsql.reset()
-    seed_cloudsql(cloudsql)
+        stack: Stack, tmp_path: Path, cloudsql: FakeCloudSqlServer, prometheus) -> None:  # type: ignore[no-untyped-def]
+    """The shared bot is the one that crashes; the one started in its place serves the later tests."""
     cloudsql.operation_seconds = 8
-    with approval_stack(tmp_path, **cloudsql_env(cloudsql)) as stack:
-        stack.bot.slash("db backup", OPS, stack.slack.new_response_url())
-        started = posted(stack, "Backup of mas-system-postgres started")
+    stack.bot.slash("db backup", OPS, stack.slack.new_response_url())
+    started = posted(stack, "Backup of mas-system-postgres started")
 
-        def progress_recorded() -> list:  # type: ignore[type-arg]
-            return [r for r in cloud_rows(stack) if r[4]]
+    def progress_recorded() -> list:  # type: ignore[type-arg]
+        return [r for r in cloud_rows(stack) if r[4]]
 
-        row_id, *_, progress_ts, _ = stack.slack.wait_for(progress_recorded)[0]
-        assert stack.bot.process is not None
-        os.kill(stack.bot.process.pid, signal.SIGKILL)  # a crash: no goodbye, the lease just runs out
-        stack.bot.process.wait(5)
-        assert [r[2] for r in cloud_rows(stack)] == ["running"]
-        stack.start_bot(tmp_path, **cloudsql_env(cloudsql))
-        done = posted(stack, "is done", timeout=30)
-        assert done["ts"] == progress_ts and done["thread_ts"] == started["ts"]
-        assert "resumed" in done["blocks"]
-        assert [r[2] for r in cloud_rows(stack)] == ["done"]
-        replies = [m for m in stack.slack.messages() if m.thread_ts == started["ts"] and m.ts != started["ts"]]
-        assert len(replies) == 1  # the same progress message, not a second one
-        assert row_id
-    cloudsql.operation_seconds = 1.0
+    row_id, *_, progress_ts, _ = stack.slack.wait_for(progress_recorded)[0]
+    victim = stack.bots.pop(0)
+    assert victim.process is not None
+    os.kill(victim.process.pid, signal.SIGKILL)  # a crash: no goodbye, the lease just runs out
+    victim.process.wait(5)
+    assert [r[2] for r in cloud_rows(stack)] == ["running"]
+    stack.start_bot(tmp_path, **cloudsql_env(cloudsql, PROMETHEUS_URL=prometheus.url))
+    done = posted(stack, "is done", timeout=30)
+    assert done["ts"] == progress_ts and done["thread_ts"] == started["ts"]
+    assert "resumed" in done["blocks"]
+    assert [r[2] for r in cloud_rows(stack)] == ["done"]
+    replies = [m for m in stack.slack.messages() if m.thread_ts == started["ts"] and m.ts != started["ts"]]
+    assert len(replies) == 1  # the same progress message, not a second one
+    assert row_id
 
 
 def test_a_graceful_stop_hands_the_operation_over_at_once(tmp_path: Path, cloudsql: FakeCloudSqlServer) -> None:

@@ -6,27 +6,20 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from sandbox.kube_exec import DatabaseProbe
-from tests.harness.approvals import OPS, Stack, approval_stack
+from tests.harness.approvals import OPS, Stack
 
 VIEWER = "U0VIEW1"
 NS = "aia-production"
 PASSWORD = "e2e-Pa55word-never-shown"
 
 
-@pytest.fixture(scope="module")
-def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with approval_stack(tmp_path_factory.mktemp("dbcheck")) as built:
-        yield built
-
-
 @pytest.fixture
-def stack(shared_stack: Stack) -> Stack:
-    shared_stack.reset()
+def stack(approvals_stack: Stack) -> Stack:
+    shared_stack = approvals_stack.fresh()
     secret = shared_stack.kube.get("Secret", "aia-secrets", NS)
     url = f"postgresql://aia_app:{PASSWORD}@mas-system-postgres:5432/aia"
     secret["data"]["DATABASE_URL"] = base64.b64encode(url.encode()).decode()

@@ -4,29 +4,19 @@ by default, every write counted at the local Kubernetes server."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from tests.harness.approvals import APPROVER, APPROVER_2, OPS, TWIN, Stack, approval_stack
+from tests.harness.approvals import APPROVER, APPROVER_2, OPS, TWIN, Stack
 
 VIEWER = "U0VIEW1"
 NS = "aia-production"
 
 
-@pytest.fixture(scope="module")
-def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with approval_stack(tmp_path_factory.mktemp("dr")) as built:
-        yield built
-
-
 @pytest.fixture
-def stack(shared_stack: Stack) -> Stack:
-    shared_stack.reset()
-    with psycopg.connect(shared_stack.database_url, autocommit=True) as conn:
-        conn.execute("DELETE FROM config_backups")
-    return shared_stack
+def stack(approvals_stack: Stack) -> Stack:
+    return approvals_stack.fresh()  # no configuration backups either
 
 
 def _backups(stack: Stack) -> list[tuple[str, str]]:

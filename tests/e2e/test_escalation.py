@@ -20,7 +20,7 @@ import pytest
 
 from sandbox.slack_server import FakeSlackServer
 from tests.conftest import fresh_pg_database
-from tests.harness.bot_process import BotProcess, aia_bot_executable
+from tests.harness.bot_process import BotProcess, aia_bot_executable, start_all
 from tests.harness.smtp import SMTP_PASSWORD, SmtpServer
 from tests.harness.users import CHANNEL_ID, SLACK_USERS, TEAM_ID, install_users
 from tests.harness.webhook_receiver import WebhookReceiver
@@ -119,9 +119,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, esc_slack: FakeSlackServer
             "AIA_ESCALATION_LEASE_SECONDS": "5", "AIA_WORKER_THREADS": "4", **esc_smtp.env(),
         }
         group = Cluster(env, config_yaml(esc_webhook.url), workdir)
-        group.replicas = [group.start_one() for _ in range(3)]
-        for replica in group.replicas:
-            replica.start(timeout=120)  # a busy CI machine starts slowly
+        group.replicas = start_all([group.start_one() for _ in range(3)], timeout=120)  # CI can be busy
         yield group
         for replica in group.replicas:
             if replica.process is not None and replica.process.poll() is None:

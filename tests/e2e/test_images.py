@@ -10,23 +10,17 @@ import pytest
 
 from tests.harness.approvals import APPROVER, OPS
 from tests.harness.bot_process import free_port
-from tests.harness.google_cloud import CloudStack, cloud_stack
+from tests.harness.google_cloud import CloudStack
 from tests.harness.registry import REPOSITORY, REPOSITORY_PATH
 
 VIEWER = "U0VIEW1"
 NS = "aia-production"
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    with cloud_stack(tmp_path_factory.mktemp("images")) as built:
-        yield built
-
-
 @pytest.fixture
-def cloud(shared: CloudStack) -> CloudStack:
-    shared.reset()
-    return shared
+def cloud(cloud_shared: CloudStack) -> CloudStack:
+    cloud_shared.reset()
+    return cloud_shared
 
 
 def _image(cloud: CloudStack, name: str) -> str:
@@ -91,14 +85,10 @@ def test_switch_card_shows_the_image_going_live(cloud: CloudStack) -> None:
 
 
 def test_registry_unreachable_refuses_and_runs_nothing(cloud: CloudStack, tmp_path: Path) -> None:
-    bot = cloud.stack.start_bot(tmp_path, AIA_REGISTRY_URL=f"http://127.0.0.1:{free_port()}",
-                                AIA_REGISTRY_TIMEOUT_SECONDS="2")
-    try:
+    with cloud.stack.extra_bot(tmp_path, AIA_REGISTRY_URL=f"http://127.0.0.1:{free_port()}",
+                               AIA_REGISTRY_TIMEOUT_SECONDS="2") as bot:
         url = cloud.stack.slack.new_response_url()
         bot.slash(f"bluegreen deploy {REPOSITORY}:v1.6.0", OPS, url)
         answer = cloud.stack.response_text(url)
         assert "did not answer" in answer and "nothing was changed" in answer, answer
         assert not cloud.stack.writes()
-    finally:
-        cloud.stack.bots.remove(bot)
-        bot.stop()

@@ -12,23 +12,17 @@ from pathlib import Path
 import pytest
 
 from tests.harness.approvals import APPROVER, OPS, Card
-from tests.harness.google_cloud import ROTATABLE, CloudStack, cloud_stack
+from tests.harness.google_cloud import ROTATABLE, CloudStack
 
 VIEWER = "U0VIEW1"
 NS = "aia-production"
 RESTART_PATH = "/deployments/aia-api-blue"
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    with cloud_stack(tmp_path_factory.mktemp("secrets")) as built:
-        yield built
-
-
 @pytest.fixture
-def cloud(shared: CloudStack) -> CloudStack:
-    shared.reset()
-    return shared
+def cloud(cloud_shared: CloudStack) -> CloudStack:
+    cloud_shared.reset()
+    return cloud_shared
 
 
 def _restarts(cloud: CloudStack) -> list:  # type: ignore[type-arg]

@@ -34,19 +34,10 @@ SCALE_TO_ZERO = "scale aia-api-green 0"
 SCALE_PATH = "/deployments/aia-api-green/scale"
 
 
-@pytest.fixture(scope="module")
-def shared_stack(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    with approval_stack(tmp_path_factory.mktemp("approvals")) as built:
-        yield built
-
-
 @pytest.fixture
-def stack(shared_stack: Stack) -> Stack:
-    """One bot for the module; the cluster, Slack and database are made new for every test."""
-    if not shared_stack.bots[0].process or shared_stack.bots[0].process.poll() is not None:
-        raise RuntimeError("the shared bot died")
-    shared_stack.reset()
-    return shared_stack
+def stack(approvals_stack: Stack) -> Stack:
+    """One bot for the package; the cluster, Slack and database are made new for every test."""
+    return approvals_stack.fresh()
 
 
 def _replicas(stack: Stack, name: str = "aia-api-green") -> int:
@@ -145,13 +136,13 @@ def test_double_click_executes_once(stack: Stack) -> None:
     assert len(stack.writes(SCALE_PATH)) == 1
 
 
-def test_two_approvers_at_once_on_two_replicas_execute_once(tmp_path: Path) -> None:
-    with approval_stack(tmp_path, bots=2) as stack:
+def test_two_approvers_at_once_on_two_replicas_execute_once(stack: Stack, tmp_path: Path) -> None:
+    with stack.extra_bot(tmp_path) as second:
         card = stack.request_change(OPS, SCALE_TO_ZERO)
         stack.kube.delay_seconds = 0.3  # widen the race: both replicas are inside their decision together
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             urls = list(pool.map(lambda args: stack.click(args[0], "approve", card, bot=args[1]),
-                                 [(APPROVER, stack.bots[0]), (APPROVER_2, stack.bots[1])]))
+                                 [(APPROVER, stack.bots[0]), (APPROVER_2, second)]))
         stack.wait_status(card.request_id, "executed", timeout=30)
         texts = [stack.response_text(u, timeout=30) for u in urls]
         stack.kube.delay_seconds = 0
@@ -187,13 +178,15 @@ def test_slack_retry_headers_run_nothing_twice(stack: Stack) -> None:
     assert len(stack.writes(SCALE_PATH)) == 1
 
 
-def test_expiry_at_click_time_and_by_the_sweep(tmp_path: Path) -> None:
-    with approval_stack(tmp_path, AIA_APPROVAL_TTL_SECONDS="5") as stack:
-        clicked = stack.request_change(OPS, SCALE_TO_ZERO)
-        swept = stack.request_change(OPS, "isolate aia-frontend")
+def test_expiry_at_click_time_and_by_the_sweep(stack: Stack, tmp_path: Path) -> None:
+    # The requests are made on a replica with a short time to live: their expiry is stored with them,
+    # so the shared replica's sweep expires them too.
+    with stack.extra_bot(tmp_path, AIA_APPROVAL_TTL_SECONDS="5") as short:
+        clicked = stack.request_change(OPS, SCALE_TO_ZERO, bot=short)
+        swept = stack.request_change(OPS, "isolate aia-frontend", bot=short)
         time.sleep(5.5)
         # Approval after expiry: refused, nothing runs (whether the sweep got there first or not).
-        assert "expired" in stack.response_text(stack.click(APPROVER, "approve", clicked))
+        assert "expired" in stack.response_text(stack.click(APPROVER, "approve", clicked, bot=short))
         assert stack.status(clicked.request_id) == "expired" and not stack.writes(SCALE_PATH)
         # Nobody clicks: the sweep expires it and the card says so.
         stack.wait_status(swept.request_id, "expired", timeout=20)
@@ -266,12 +259,8 @@ def test_one_pending_request_per_target(stack: Stack) -> None:
     assert "already has an open request" in text and card.request_id in text
 
 
-def test_restart_between_approval_and_execution_loses_nothing_runs_once(tmp_path: Path) -> None:
-    with approval_stack(tmp_path) as stack:
-        _restart_between_approval_and_execution(stack, tmp_path)
-
-
-def _restart_between_approval_and_execution(stack: Stack, tmp_path: Path) -> None:
+def test_restart_between_approval_and_execution_loses_nothing_runs_once(stack: Stack, tmp_path: Path) -> None:
+    """The shared bot is the one killed; the one started in its place serves the later tests."""
     card = stack.request_change(OPS, SCALE_TO_ZERO)
     stack.kube.delay_seconds = 3  # execution re-reads the target first: kill the bot during that read
     stack.click(APPROVER, "approve", card)

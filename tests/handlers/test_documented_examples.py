@@ -144,14 +144,14 @@ def _with_sandbox_ids(console: Console, command: str) -> str:
     change waits until the instance is idle (an example is not about "instance busy")."""
     from datetime import UTC, datetime, timedelta
 
-    if command.startswith(("/aia db backup", "/aia db restore", "/aia db clone", "/aia secrets rotate")):
+    if " ".join(command.split()[1:3]) in (*CLOUD_SQL_CHANGES, "secrets rotate"):  # not `db backups`, a read
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             ops = "\n".join(console.run("/aia db operations"))
             busy = re.search(r"\b(\d+) running\b", ops)
             if busy is None or busy.group(1) == "0":
                 break
-            time.sleep(1)
+            time.sleep(0.2)
     if EXAMPLE_DB_BACKUP_ID in command:
         listed = console.run("/aia db backups 10")
         ids = [m.group(0) for line in listed if "successful" in line.lower()
@@ -179,17 +179,48 @@ def test_the_collector_finds_the_examples_and_leaves_out_only_syntax() -> None:
     assert left.get("/aia scale") == "names a procedure"
 
 
+CLOUD_SQL_CHANGES = ("db backup", "db restore", "db clone")  # change no pod; one sandbox operation runs 4 s
+
+
 def _reads_first(examples: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Reads before changes: a change (a restart, a deploy) replaces the pods a read example names."""
+    """Reads before changes: a change (a restart, a deploy) replaces the pods a read example names.
+
+    A Cloud SQL change replaces no pod, and the next one waits until the sandbox instance is idle
+    again (`_with_sandbox_ids`): so the Cloud SQL changes are spread among the reads, and the
+    secret rotations (a restart, and a Cloud SQL user change) among the other changes, where
+    they find the instance idle instead of waiting for it."""
     from bot.registry import RiskClass
 
     registry = build_registry({}, set())
+    reads: list[tuple[str, str]] = []
+    cloud_sql: list[tuple[str, str]] = []
+    rotations: list[tuple[str, str]] = []
+    changes: list[tuple[str, str]] = []
+    for example in examples:
+        proc = registry.match(example[1].split()[1:])
+        if proc is None or proc.risk is RiskClass.READ:
+            reads.append(example)
+        elif proc.name in CLOUD_SQL_CHANGES:
+            cloud_sql.append(example)
+        elif proc.name == "secrets rotate":
+            rotations.append(example)
+        else:
+            changes.append(example)
+    return _spread(reads, cloud_sql) + _spread(changes, rotations)
 
-    def changes(command: str) -> bool:
-        proc = registry.match(command.split()[1:])
-        return proc is not None and proc.risk is not RiskClass.READ
 
-    return sorted(examples, key=lambda e: changes(e[1]))
+def _spread(base: list[tuple[str, str]], extra: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``base`` in order with the ``extra`` (in order) evenly between its items, none first."""
+    if not extra:
+        return list(base)
+    step = max(1, len(base) // (len(extra) + 1))
+    out: list[tuple[str, str]] = []
+    pending = list(extra)
+    for i, item in enumerate(base, start=1):
+        out.append(item)
+        if pending and i % step == 0:
+            out.append(pending.pop(0))
+    return out + pending
 
 
 def test_every_documented_example_runs_as_written() -> None:

@@ -15,7 +15,7 @@ from sandbox.aia_seed import seed_aia_system
 from sandbox.kube_server import FakeKubeAPIServer
 from sandbox.slack_server import FakeSlackServer
 from tests.conftest import fresh_pg_database
-from tests.harness.bot_process import BotProcess, button_payload
+from tests.harness.bot_process import BotProcess, button_payload, start_all
 from tests.harness.users import CHANNEL_ID, TEAM_ID, install_users
 
 SIGNING_SECRET = "approval-signing-secret-77"
@@ -149,10 +149,23 @@ class Stack:
         install_approval_users(self.slack)
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             conn.execute("DELETE FROM approval_requests")
+            conn.execute("DELETE FROM config_backups")
             conn.execute("DELETE FROM audit_log")
             conn.execute("UPDATE audit_head SET last_id = 0, last_hash = %s", ("0" * 64,))
 
+    def fresh(self) -> Stack:
+        """reset() for the next test, once sure the shared bot still runs (else every later test fails
+        for a reason far from its own)."""
+        bot = self.bots[0]
+        if bot.process is None or bot.process.poll() is not None:
+            raise RuntimeError(f"the shared bot died:\n{bot.logs()[-3000:]}")
+        self.reset()
+        return self
+
     def start_bot(self, workdir: Path, **env: str) -> BotProcess:
+        return self.start_bots(workdir, 1, **env)[0]
+
+    def start_bots(self, workdir: Path, count: int, **env: str) -> list[BotProcess]:
         full_env = {
             "SLACK_BOT_TOKEN": self.slack.bot_token,
             "SLACK_SIGNING_SECRET": SIGNING_SECRET,
@@ -163,9 +176,20 @@ class Stack:
             "AIA_APPROVAL_CLAIM_TIMEOUT_SECONDS": "3",
             **env,
         }
-        bot = BotProcess(full_env, workdir / f"bot-{len(self.bots)}.log", config_yaml=ROLES_YAML).start()
-        self.bots.append(bot)
-        return bot
+        made = [BotProcess(full_env, workdir / f"bot-{len(self.bots) + i}.log", config_yaml=ROLES_YAML)
+                for i in range(count)]
+        self.bots.extend(made)  # listed before they are up: the stack stops them if one fails to start
+        return start_all(made)
+
+    @contextmanager
+    def extra_bot(self, workdir: Path, **env: str) -> Iterator[BotProcess]:
+        """One more replica on this stack for a test; stopped afterwards, the shared ones go on."""
+        bot = self.start_bot(workdir, **env)
+        try:
+            yield bot
+        finally:
+            self.bots.remove(bot)
+            bot.stop()
 
 
 def click_payload(user: str, decision: str, card: Card, response_url: str, *, channel: str | None = None,
@@ -205,7 +229,6 @@ def approval_stack(workdir: Path, bots: int = 1, **env: str) -> Iterator[Stack]:
         install_approval_users(slack)
         database_url = stack.enter_context(fresh_pg_database())
         result = Stack(kube, slack, database_url)
-        for _ in range(bots):
-            result.start_bot(workdir, **env)
         stack.callback(lambda: [b.stop() for b in result.bots])
+        result.start_bots(workdir, bots, **env)
         yield result

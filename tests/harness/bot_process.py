@@ -54,6 +54,10 @@ class BotProcess:
         self.http = httpx.Client(base_url=self.url, timeout=10)
 
     def start(self, timeout: float = 90) -> BotProcess:  # a loaded 2-core CI machine imports slowly
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> BotProcess:
+        """Start the process without waiting: several bots import side by side (see `start_all`)."""
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [aia_bot_executable(), "serve", "--host", "127.0.0.1", "--port", str(self.port)],
@@ -62,6 +66,10 @@ class BotProcess:
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,
         )
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> BotProcess:
+        assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -71,7 +79,7 @@ class BotProcess:
                     return self
             except httpx.TransportError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.05)
         raise RuntimeError(f"aia-bot serve did not come up:\n{self.log_path.read_text()}")
 
     def stop(self) -> None:
@@ -82,7 +90,8 @@ class BotProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.http.close()
-        self._log.close()
+        if self.process is not None:
+            self._log.close()
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -106,6 +115,13 @@ class BotProcess:
 
     def click(self, payload: dict[str, Any]) -> httpx.Response:
         return self.post_signed(urllib.parse.urlencode({"payload": json.dumps(payload)}))
+
+
+def start_all(bots: list[BotProcess], timeout: float = 90) -> list[BotProcess]:
+    """Spawn every bot, then wait for each: their imports overlap instead of queueing."""
+    for bot in bots:
+        bot.spawn()
+    return [bot.wait_ready(timeout) for bot in bots]
 
 
 def slash_body(text: str, user_id: str, response_url: str, channel_id: str = "C0ALERTS",

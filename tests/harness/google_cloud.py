@@ -25,7 +25,7 @@ class CloudStack:
     operator: ExternalSecretsController
 
     def reset(self) -> None:
-        self.stack.reset()
+        self.stack.fresh()
         self.secret_manager.reset()
         seed_aia_secrets(self.secret_manager)
         self.operator.reset()
@@ -56,7 +56,10 @@ def cloud_stack(workdir: Path, **env: str) -> Iterator[CloudStack]:
                 "AIA_REGISTRY_URL": registry.url,
                 "SECRETMANAGER_EMULATOR_HOST": secret_manager.address,
                 "AIA_ROTATABLE_SECRETS": ROTATABLE,
-                "AIA_SECRET_SYNC_TIMEOUT_SECONDS": "6",
+                # The stand-ins answer in milliseconds: short limits keep the tests of a Secret Manager
+                # that does not answer, or an ExternalSecret that never syncs, from waiting long.
+                "AIA_SECRET_SYNC_TIMEOUT_SECONDS": "5",
+                "SECRETMANAGER_TIMEOUT_SECONDS": "3",
                 "AIA_ROLLOUT_POLL_SECONDS": "0.3",
                 "AIA_LOG_LEVEL": "DEBUG",
                 **env,
