@@ -44,6 +44,7 @@ def build_http_app(core: Core, frontend: SlackFrontend) -> Starlette:
     refusals = RefusalSampler(core.audit, core.settings.aia_refusal_audit_seconds)
 
     async def slack_events(request: Request) -> Response:
+        frontend.acks.arrived()
         response = await slack_handler.handle(request)
         if response.status_code == 401:
             # Bolt refused the signature (or its age): counted, and sampled into the audit log.

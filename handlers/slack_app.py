@@ -31,6 +31,7 @@ from bot.redaction import redact
 from bot.results import Result
 from bot.service import Outcome, OutcomeKind
 from bot.store.audit import AuditRecord
+from handlers.ack_first import AckFirst
 from handlers.conversations import ConversationPolicy
 from handlers.render_approvals import APPROVAL_ACTION, render_card
 from handlers.render_blocks import RUN_ACTION_ID, SlackMessage, render_problem, render_result
@@ -54,6 +55,8 @@ class SlackFrontend:
         self.executor = ThreadPoolExecutor(
             max_workers=core.settings.aia_worker_threads, thread_name_prefix="aia-work"
         )
+        # The HTTP route notes each request; workers start when a burst of them is acked.
+        self.acks = AckFirst()
         self._start_all_workers(core.settings.aia_worker_threads)
 
     def _start_all_workers(self, count: int) -> None:
@@ -125,9 +128,9 @@ class SlackFrontend:
         future = loop.run_in_executor(self.executor, self._guarded, fn, body)
         future.add_done_callback(lambda f: f.exception())  # never "exception was never retrieved"
 
-    @staticmethod
-    def _guarded(fn: Callable[[dict[str, Any]], None], body: dict[str, Any]) -> None:
+    def _guarded(self, fn: Callable[[dict[str, Any]], None], body: dict[str, Any]) -> None:
         try:
+            self.acks.wait()
             fn(body)
         except Exception:  # noqa: BLE001 - the worker must survive anything one request does
             log.exception("unhandled error while answering a Slack request")
