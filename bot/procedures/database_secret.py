@@ -33,7 +33,15 @@ from bot.procedures.changes import (
     _restart_patch,
     rollout_followup,
 )
-from bot.procedures.external_secrets import audit_change, force_refresh, sync_table, wait_synced
+from bot.procedures.external_secrets import (
+    all_synced,
+    audit_change,
+    follow_sync,
+    force_refresh,
+    problems_text,
+    sync_table,
+    synced_text,
+)
 from bot.registry import Plan, ProcedureContext
 from bot.results import Result, Status, Text
 
@@ -167,22 +175,16 @@ def execute_database_rotation(ctx: ProcedureContext, plan: Plan) -> Result:
                     summary=f"{secret}: version {version} added, refresh requested")
 
     def follow() -> Iterator[Result]:
-        for states, finished in wait_synced(ctx, external, forced_at):
-            if not finished:
-                yield Result(f"Rotating {secret}: waiting for the sync", Status.INFO,
-                             [Text("\n".join(done)), sync_table(states)])
-                continue
-            if not all(state == "synced" for state, _ in states.values()):
-                stop = stopped_before_database(
-                    "The ExternalSecret did not sync: " + "; ".join(f"`{n}` {s}: {d}" for n, (s, d) in states.items()),
-                    "not_synced")
-                stop.title = f"Rotation of {secret} stopped: the ExternalSecret never synced"
-                stop.parts.append(sync_table(states))
-                yield stop
-                return
-            done.append(":white_check_mark: Synced: " + ", ".join(f"`{n}` ({d})" for n, (_, d) in states.items())
-                        + ". The Kubernetes Secret holds the new URL; running pods still use the old one.")
-            break
+        states = yield from follow_sync(ctx, external, forced_at, lambda states: Result(
+            f"Rotating {secret}: waiting for the sync", Status.INFO, [Text("\n".join(done)), sync_table(states)]))
+        if not all_synced(states):
+            stop = stopped_before_database("The ExternalSecret did not sync: " + problems_text(states), "not_synced")
+            stop.title = f"Rotation of {secret} stopped: the ExternalSecret never synced"
+            stop.parts.append(sync_table(states))
+            yield stop
+            return
+        done.append(":white_check_mark: Synced: " + synced_text(states)
+                    + ". The Kubernetes Secret holds the new URL; running pods still use the old one.")
         yield Result(f"Rotating {secret}: setting the database password", Status.INFO, [Text("\n".join(done))])
 
         failure: str | None = None

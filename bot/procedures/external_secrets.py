@@ -5,14 +5,14 @@ database password rotation (database_secret.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from bot.errors import BackendUnavailable, UserError
 from bot.procedures import kube_format as kf
 from bot.registry import ProcedureContext
-from bot.results import Table
+from bot.results import Result, Table
 from bot.store.audit import AuditRecord
 
 # The External Secrets Operator refreshes an ExternalSecret whose annotation changes.
@@ -68,6 +68,32 @@ def wait_synced(ctx: ProcedureContext, names: list[str], forced_at: datetime,
         yield states, False
         time.sleep(pause)
         pause = min(pause * 1.5, 5.0)
+
+
+SyncStates = dict[str, tuple[str, str]]
+
+
+def follow_sync(ctx: ProcedureContext, names: list[str], forced_at: datetime,
+                waiting: Callable[[SyncStates], Result]) -> Generator[Result, None, SyncStates]:
+    """Yield ``waiting(states)`` while the refresh is under way; return the final states
+    (``states = yield from follow_sync(...)`` in a procedure's follow-up)."""
+    for states, finished in wait_synced(ctx, names, forced_at):
+        if finished:
+            return states
+        yield waiting(states)
+    return {}  # wait_synced always ends with a finished round
+
+
+def all_synced(states: SyncStates) -> bool:
+    return bool(states) and all(state == "synced" for state, _ in states.values())
+
+
+def synced_text(states: SyncStates) -> str:
+    return ", ".join(f"`{name}` ({detail})" for name, (_, detail) in states.items())
+
+
+def problems_text(states: SyncStates) -> str:
+    return "; ".join(f"`{name}` {state}: {detail}" for name, (state, detail) in states.items())
 
 
 def sync_table(states: dict[str, tuple[str, str]]) -> Table:

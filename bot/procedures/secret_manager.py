@@ -32,10 +32,13 @@ from bot.procedures.database_secret import (
 )
 from bot.procedures.external_secrets import (
     FORCE_SYNC,
+    all_synced,
     audit_change,
+    follow_sync,
     force_refresh,
+    problems_text,
     sync_table,
-    wait_synced,
+    synced_text,
 )
 from bot.registry import Param, Plan, Procedure, ProcedureContext, RiskClass, can
 from bot.results import Result, Status, Table, Text
@@ -144,18 +147,16 @@ def secrets_sync(ctx: ProcedureContext, args: dict[str, Any]) -> Result:
     )
 
     def follow() -> Iterator[Result]:
-        for states, finished in wait_synced(ctx, [name], forced_at):
-            state, detail = states[name]
-            if not finished:
-                yield Result(f"Waiting for ExternalSecret {name} to sync", Status.INFO, [sync_table(states)])
-                continue
-            ok = state == "synced"
-            audit_change(ctx, "secrets sync", "synced" if ok else "not_synced", f"{name}: {state} ({detail})", "write")
-            text = (f":white_check_mark: `{name}` synced ({detail}). Restart the app to use the new values."
-                    if ok else f":x: `{name}` {state}: {detail}. The Kubernetes Secret still holds the old values; "
-                    "check the operator (`/aia secrets`) and the Secret Manager permissions.")
-            yield Result(f"ExternalSecret {name}: {state}", Status.OK if ok else Status.CRITICAL,
-                         [Text(text), sync_table(states)], summary=f"{name}: {state}")
+        states = yield from follow_sync(ctx, [name], forced_at, lambda states: Result(
+            f"Waiting for ExternalSecret {name} to sync", Status.INFO, [sync_table(states)]))
+        state, detail = states[name]
+        ok = state == "synced"
+        audit_change(ctx, "secrets sync", "synced" if ok else "not_synced", f"{name}: {state} ({detail})", "write")
+        text = (f":white_check_mark: `{name}` synced ({detail}). Restart the app to use the new values."
+                if ok else f":x: `{name}` {state}: {detail}. The Kubernetes Secret still holds the old values; "
+                "check the operator (`/aia secrets`) and the Secret Manager permissions.")
+        yield Result(f"ExternalSecret {name}: {state}", Status.OK if ok else Status.CRITICAL,
+                     [Text(text), sync_table(states)], summary=f"{name}: {state}")
 
     result.followup = follow
     return result
@@ -239,24 +240,20 @@ def execute_rotate(ctx: ProcedureContext, args: dict[str, Any], plan: Plan) -> R
                     summary=f"{secret}: version {version} added, refresh of {', '.join(external)} requested")
 
     def follow() -> Iterator[Result]:
-        for states, finished in wait_synced(ctx, external, forced_at):
-            if not finished:
-                yield Result(f"Rotating {secret}: waiting for the sync", Status.INFO,
-                             [Text("\n".join(done)), sync_table(states)])
-                continue
-            if not all(state == "synced" for state, _ in states.values()):
-                done.append(":x: " + "; ".join(f"`{n}` {s}: {d}" for n, (s, d) in states.items()))
-                done.append(f":no_entry: Stopped: `{deployment}` was NOT restarted, so the running pods keep the "
-                            f"old value (version {version - 1} and older stay enabled). Fix the sync, then "
-                            f"`/aia secrets sync` and `/aia restart {deployment}`.")
-                audit_change(ctx, "secrets rotate", "not_synced", f"{secret}: version {version}; no restart; "
-                       + "; ".join(f"{n} {s}" for n, (s, _) in states.items()), "destructive")
-                yield Result(f"Rotation of {secret} stopped: the ExternalSecret never synced", Status.CRITICAL,
-                             [Text("\n".join(done)), sync_table(states)],
-                             summary=f"{secret}: version {version} added, not synced, not restarted")
-                return
-            done.append(":white_check_mark: Synced: " + ", ".join(f"`{n}` ({d})" for n, (_, d) in states.items()))
-            break
+        states = yield from follow_sync(ctx, external, forced_at, lambda states: Result(
+            f"Rotating {secret}: waiting for the sync", Status.INFO, [Text("\n".join(done)), sync_table(states)]))
+        if not all_synced(states):
+            done.append(":x: " + problems_text(states))
+            done.append(f":no_entry: Stopped: `{deployment}` was NOT restarted, so the running pods keep the "
+                        f"old value (version {version - 1} and older stay enabled). Fix the sync, then "
+                        f"`/aia secrets sync` and `/aia restart {deployment}`.")
+            audit_change(ctx, "secrets rotate", "not_synced", f"{secret}: version {version}; no restart; "
+                         + "; ".join(f"{n} {s}" for n, (s, _) in states.items()), "destructive")
+            yield Result(f"Rotation of {secret} stopped: the ExternalSecret never synced", Status.CRITICAL,
+                         [Text("\n".join(done)), sync_table(states)],
+                         summary=f"{secret}: version {version} added, not synced, not restarted")
+            return
+        done.append(":white_check_mark: Synced: " + synced_text(states))
         ctx.kube.patch_deployment(deployment, _restart_patch())
         done.append(f":arrows_counterclockwise: Restarted `{deployment}` (live colour {plan.snapshot['live']}).")
         audit_change(ctx, "secrets rotate", "restarted", f"{secret}: version {version} synced; {deployment} restarted",
