@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from sandbox.cloudsql_server import FakeCloudSqlServer, seed_cloudsql
-from tests.harness.approvals import APPROVER, OPS, Card
+from tests.harness.approvals import APPROVER, OPS
 from tests.harness.google_cloud import CloudStack, cloud_stack
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,6 @@ USER = "aia_app"
 TEMPLATE = f"postgresql://{USER}:{{password}}@10.20.0.3:5432/aia"
 VIEWER = "U0VIEW1"
 NS = "aia-production"
-RESTART_PATH = "/deployments/aia-api-blue"
 UPDATE = "SqlUsersService/Update"
 
 
@@ -52,18 +51,7 @@ def cloud(shared: CloudStack, cloudsql: FakeCloudSqlServer) -> CloudStack:
     return shared
 
 
-def _restarts(cloud: CloudStack) -> list:  # type: ignore[type-arg]
-    return [r for r in cloud.stack.writes(RESTART_PATH) if "restartedAt" in json.dumps(r.body, default=str)]
 
-
-def _thread_text(cloud: CloudStack, card: Card) -> str:
-    return "\n".join(m.text + json.dumps(m.blocks) for m in cloud.stack.slack.messages(card.channel)
-                     if m.thread_ts == card.ts)
-
-
-def _wait_thread(cloud: CloudStack, card: Card, fragment: str, timeout: float = 30) -> str:
-    cloud.stack.slack.wait_for(lambda: fragment in _thread_text(cloud, card), timeout=timeout)
-    return _thread_text(cloud, card)
 
 
 def _outcomes(cloud: CloudStack) -> list[tuple[str, str]]:
@@ -78,15 +66,15 @@ def test_rotation_sets_the_same_new_password_on_the_user_and_in_the_secret_then_
     assert "add version 2" in card_text and f"for {USER}@10.20.0.3:5432/aia" in card_text, card_text
     assert "Cloud SQL user ˋaia_appˋ" in card_text  # the renderer's code quote inside a code block
     assert "rollout restart deployment/aia-api-blue" in card_text
-    assert cloud.secret_manager.latest(SECRET) == 1 and not cloudsql.calls_to(UPDATE) and not _restarts(cloud)
+    assert cloud.secret_manager.latest(SECRET) == 1 and not cloudsql.calls_to(UPDATE) and not cloud.restarts()
 
     stack.click(APPROVER, "approve", card)
     stack.wait_status(card.request_id, "executed", timeout=20)
-    thread = _wait_thread(cloud, card, "successfully rolled out")
+    thread = cloud.wait_thread(card, "successfully rolled out")
     for step in ("1. Added version 2", "Synced", f"3. Set the new password on Cloud SQL user `{USER}`",
                  "4. Restarted `aia-api-blue`", "(`/aia restart aia-api-green`) before switching"):
         assert step in thread, step
-    assert len(_restarts(cloud)) == 1 and len(cloudsql.calls_to(UPDATE)) == 1
+    assert len(cloud.restarts()) == 1 and len(cloudsql.calls_to(UPDATE)) == 1
 
     url = cloud.secret_manager.value(SECRET).decode()  # read back from the stand-in: only the test can
     parsed = urllib.parse.urlsplit(url)
@@ -129,8 +117,8 @@ def test_a_change_by_hand_before_the_approval_makes_the_rotation_stale(
     cloud.stack.click(APPROVER, "approve", card)
     cloud.stack.wait_status(card.request_id, "stale")
     assert cloud.secret_manager.count("AddSecretVersion") == 0 and not cloudsql.calls_to(UPDATE)
-    assert not _restarts(cloud)
-    assert "changed" in _wait_thread(cloud, card, "changed")
+    assert not cloud.restarts()
+    assert "changed" in cloud.wait_thread(card, "changed")
 
 
 def test_external_secret_never_syncs_stops_before_the_database_password_changes(
@@ -138,11 +126,11 @@ def test_external_secret_never_syncs_stops_before_the_database_password_changes(
     cloud.operator.syncing = False
     card = cloud.stack.request_change(OPS, f"secrets rotate {SECRET}")
     cloud.stack.click(APPROVER, "approve", card)
-    thread = _wait_thread(cloud, card, "never synced", timeout=30)
+    thread = cloud.wait_thread(card, "never synced", timeout=30)
     assert "The database password was NOT changed" in thread and "NOT restarted" in thread, thread
     assert f"gcloud secrets versions disable projects/a-467519/secrets/{SECRET}/versions/2" in thread
     assert not cloudsql.calls_to(UPDATE) and cloudsql.password_of(INSTANCE, USER) is None
-    assert not _restarts(cloud) and cloud.secret_manager.latest(SECRET) == 2
+    assert not cloud.restarts() and cloud.secret_manager.latest(SECRET) == 2
     assert ("secrets rotate", "not_synced") in _outcomes(cloud)
     password = urllib.parse.urlsplit(cloud.secret_manager.value(SECRET).decode()).password
     assert password and password not in cloud.everything_recorded()
@@ -160,11 +148,11 @@ def test_cloud_sql_failing_to_set_the_password_stops_without_restart(
     else:
         cloudsql.deny.add("cloudsql.users.update")
     cloud.stack.click(APPROVER, "approve", card)
-    thread = _wait_thread(cloud, card, "Stopped.", timeout=30)
+    thread = cloud.wait_thread(card, "Stopped.", timeout=30)
     assert "Cloud SQL did not set the password" in thread and said in thread, thread
     assert "The database password was NOT changed" in thread and f"{SECRET}/versions/2" in thread
     assert len(cloudsql.calls_to(UPDATE)) == 1 and cloudsql.password_of(INSTANCE, USER) is None
-    assert not _restarts(cloud)
+    assert not cloud.restarts()
     assert ("secrets rotate", "password_not_set") in _outcomes(cloud)
 
 
@@ -173,9 +161,9 @@ def test_cloud_sql_never_finishing_says_the_password_state_is_unknown_and_does_n
     cloudsql.operation_seconds = 120.0  # Users.Update accepted, never DONE within the bot's 10 s
     card = cloud.stack.request_change(OPS, f"secrets rotate {SECRET}")
     cloud.stack.click(APPROVER, "approve", card)
-    thread = _wait_thread(cloud, card, "UNKNOWN whether the database password changed", timeout=40)
+    thread = cloud.wait_thread(card, "UNKNOWN whether the database password changed", timeout=40)
     assert "/aia db operations" in thread and "UPDATE_USER" in thread and "NOT restarted" in thread
-    assert len(cloudsql.calls_to(UPDATE)) == 1 and not _restarts(cloud)
+    assert len(cloudsql.calls_to(UPDATE)) == 1 and not cloud.restarts()
     assert ("secrets rotate", "password_unknown") in _outcomes(cloud)
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.approvals import APPROVER, OPS, Card
+from tests.harness.approvals import APPROVER, OPS
 from tests.harness.google_cloud import ROTATABLE, CloudStack
 
 VIEWER = "U0VIEW1"
 NS = "aia-production"
-RESTART_PATH = "/deployments/aia-api-blue"
 
 
 @pytest.fixture
@@ -25,18 +24,7 @@ def cloud(cloud_shared: CloudStack) -> CloudStack:
     return cloud_shared
 
 
-def _restarts(cloud: CloudStack) -> list:  # type: ignore[type-arg]
-    return [r for r in cloud.stack.writes(RESTART_PATH) if "restartedAt" in json.dumps(r.body, default=str)]
 
-
-def _thread_text(cloud: CloudStack, card: Card) -> str:
-    return "\n".join(m.text + json.dumps(m.blocks) for m in cloud.stack.slack.messages(card.channel)
-                     if m.thread_ts == card.ts)
-
-
-def _wait_thread(cloud: CloudStack, card: Card, fragment: str, timeout: float = 30) -> str:
-    cloud.stack.slack.wait_for(lambda: fragment in _thread_text(cloud, card), timeout=timeout)
-    return _thread_text(cloud, card)
 
 
 def test_rotation_two_people_generated_value_synced_restarted_and_never_shown(cloud: CloudStack) -> None:
@@ -44,13 +32,13 @@ def test_rotation_two_people_generated_value_synced_restarted_and_never_shown(cl
     card = stack.request_change(OPS, f"secrets rotate {ROTATABLE}")
     card_text = json.dumps(stack.slack.calls_to("chat.postMessage")[-1].args)
     assert "add version 3" in card_text and "rollout restart deployment/aia-api-blue" in card_text
-    assert cloud.secret_manager.latest(ROTATABLE) == 2 and not _restarts(cloud)
+    assert cloud.secret_manager.latest(ROTATABLE) == 2 and not cloud.restarts()
 
     stack.click(APPROVER, "approve", card)
     stack.wait_status(card.request_id, "executed", timeout=20)
-    thread = _wait_thread(cloud, card, "successfully rolled out")
+    thread = cloud.wait_thread(card, "successfully rolled out")
     assert "Added version 3" in thread and "Synced" in thread and "Restarted `aia-api-blue`" in thread
-    assert len(_restarts(cloud)) == 1
+    assert len(cloud.restarts()) == 1
 
     value = cloud.secret_manager.value(ROTATABLE)  # read back from the stand-in: only the test can
     assert len(value) == 64 and cloud.secret_manager.latest(ROTATABLE) == 3
@@ -75,17 +63,17 @@ def test_version_added_by_hand_before_execution_makes_the_rotation_stale(cloud: 
     cloud.secret_manager.put(ROTATABLE, b"old-1", b"old-2", b"someone ran gcloud secrets versions add")
     cloud.stack.click(APPROVER, "approve", card)
     cloud.stack.wait_status(card.request_id, "stale")
-    assert cloud.secret_manager.count("AddSecretVersion") == 0 and not _restarts(cloud)
-    assert "latest" in _wait_thread(cloud, card, "changed")
+    assert cloud.secret_manager.count("AddSecretVersion") == 0 and not cloud.restarts()
+    assert "latest" in cloud.wait_thread(card, "changed")
 
 
 def test_rotation_stops_when_the_external_secret_never_syncs(cloud: CloudStack) -> None:
     cloud.operator.syncing = False
     card = cloud.stack.request_change(OPS, f"secrets rotate {ROTATABLE}")
     cloud.stack.click(APPROVER, "approve", card)
-    thread = _wait_thread(cloud, card, "never synced", timeout=30)
+    thread = cloud.wait_thread(card, "never synced", timeout=30)
     assert "NOT restarted" in thread and "Added version 3" in thread
-    assert not _restarts(cloud)
+    assert not cloud.restarts()
     assert ("secrets rotate", "not_synced") in [(a, o) for _, a, o, _ in cloud.stack.audit_rows()]
 
 

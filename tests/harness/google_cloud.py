@@ -8,13 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sandbox.external_secrets import ExternalSecretsController
 from sandbox.secretmanager_server import FakeSecretManager, seed_aia_secrets
-from tests.harness.approvals import Stack, approval_stack
+from tests.harness.approvals import Card, Stack, approval_stack
 from tests.harness.registry import TestRegistry, aia_registry
 
 ROTATABLE = "aia-api-key"
+
+# The app deployment the rotations restart.
+RESTART_PATH = "/deployments/aia-api-blue"
 
 
 @dataclass
@@ -29,6 +33,18 @@ class CloudStack:
         self.secret_manager.reset()
         seed_aia_secrets(self.secret_manager)
         self.operator.reset()
+
+    def restarts(self, path: str = RESTART_PATH) -> list[Any]:
+        """The rollout restarts written to the deployment at ``path``."""
+        return [r for r in self.stack.writes(path) if "restartedAt" in json.dumps(r.body, default=str)]
+
+    def thread_text(self, card: Card) -> str:
+        return "\n".join(m.text + json.dumps(m.blocks) for m in self.stack.slack.messages(card.channel)
+                         if m.thread_ts == card.ts)
+
+    def wait_thread(self, card: Card, fragment: str, timeout: float = 30) -> str:
+        self.stack.slack.wait_for(lambda: fragment in self.thread_text(card), timeout=timeout)
+        return self.thread_text(card)
 
     def everything_recorded(self) -> str:
         """Every Slack call, response and file, the audit log, the approval rows and the bot's log."""
