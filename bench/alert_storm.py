@@ -12,7 +12,10 @@ sends each group the way Alertmanager does: growing payloads as alerts join the 
 - time until every group's parent message is in Slack, against the rate-limit bound
   (one post per second: groups + the storm summary - 1 seconds; goal within 10 %),
 - peak RSS of the serve process,
-- CPU of the serve process per webhook (while sending, and until every group is in Slack).
+- CPU of the serve process per webhook (while sending, and until every group is in Slack),
+- the same webhooks, same sender, sent first to a bare app on the same stack
+  (bench/bare_bolt_app.py: reads the body, answers 200), and the ratio of the two p99s:
+  the goal is absolute, the ratio says how much of a result is the machine's speed.
 
     .venv/bin/python bench/alert_storm.py [--groups 100] [--alerts 5000] [--steps 5] [--connections 16]
                                           [--postgres | --database URL]
@@ -47,6 +50,9 @@ from sandbox.slack_server import FakeSlackServer  # noqa: E402
 from tests.bot.alerts.payloads import alert, payload  # noqa: E402
 from tests.harness.bot_process import BotProcess  # noqa: E402
 from tests.harness.users import CHANNEL_ID, TEAM_ID, install_users  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ack_latency import BareBoltProcess  # noqa: E402
 
 TOKEN = "bench-alertmanager-token"
 
@@ -155,6 +161,14 @@ def main() -> int:
         stack.callback(pool.shutdown)
         pool.submit(send_all, bot.url, [json.dumps(payload([alert("Warmup")], group="Warmup")).encode()], 1).result()
         slack.wait_for(lambda: _parents(slack) >= 1, timeout=30)
+        # The baseline: the same bodies, the same sender, a bare app on the same stack; then it
+        # stops, so the bot's storm has the machine to itself.
+        bare = BareBoltProcess(env, workdir / "bare.log").start()
+        try:
+            pool.submit(send_all, bare.url, bodies[:50], args.connections).result()  # warm-up
+            bare_ms = [v * 1000 for v in pool.submit(send_all, bare.url, bodies, args.connections).result()]
+        finally:
+            bare.stop()
         time.sleep(2)  # the warm-up group's thread reply, so the storm starts on a quiet channel
         slack.reset()
 
@@ -204,6 +218,9 @@ def main() -> int:
             "requests": len(ms),
             "sent in s": round(sent_in, 2),
             "webhook ms p50/p99/max": f"{statistics.median(ms):.1f} / {percentile(ms, 99):.1f} / {max(ms):.1f}",
+            "bare app ms p50/p99/max": f"{statistics.median(bare_ms):.1f} / {percentile(bare_ms, 99):.1f} / "
+                                       f"{max(bare_ms):.1f}",
+            "ratio p99 bot / bare app": round(percentile(ms, 99) / percentile(bare_ms, 99), 2),
             "alerts persisted": f"{persisted} of {args.alerts // args.groups * args.groups}",
             "429s": len(throttled),
             "storm summary messages": storm_posts,

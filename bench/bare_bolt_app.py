@@ -1,8 +1,10 @@
-"""The baseline of bench/ack_latency.py: a bare Bolt app whose only listener acks.
+"""The baseline of bench/ack_latency.py and bench/alert_storm.py: a bare app on aia-bot's stack.
 
 The same server stack as `aia-bot serve` (Starlette, Bolt's AsyncSlackRequestHandler,
 uvicorn with the same options, request signatures checked), and nothing else: no database,
-no worker threads, no audit. What aia-bot's ack costs beyond this is aia-bot's own.
+no worker threads, no audit. Its `/slack/events` listener only acks; its `/alertmanager`
+reads the body and answers 200. What aia-bot costs beyond this is aia-bot's own, and the
+ratio of the two, measured in one run, says how much of a result is the machine's speed.
 
     .venv/bin/python bench/bare_bolt_app.py --port 8001   (SLACK_SIGNING_SECRET, SLACK_API_URL, SLACK_BOT_TOKEN)
 """
@@ -20,7 +22,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 
@@ -43,8 +45,13 @@ def build() -> Starlette:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def alertmanager(request: Request) -> Response:
+        await request.body()
+        return JSONResponse({"status": "ok"})
+
     return Starlette(routes=[Route("/slack/events", events, methods=["POST"]),
-                             Route("/healthz", healthz, methods=["GET"])])
+                             Route("/healthz", healthz, methods=["GET"]),
+                             Route("/alertmanager", alertmanager, methods=["POST"])])
 
 
 def main() -> None:
