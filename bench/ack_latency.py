@@ -8,7 +8,8 @@ serve process's peak RSS (VmHWM).
 
 In the same run, each round is also sent to a bare Bolt app (bench/bare_bolt_app.py: the
 same Starlette + Bolt + uvicorn stack with a listener that only acks), and the ratio of
-aia-bot's ack latency to the bare app's is printed (goal: p99 ratio <= 1.25). The bare app
+aia-bot's ack latency to the bare app's is printed (goal: p99 ratio <= 1.25), with the event
+loop's CPU per ack of both (the main thread's run time while a round is acked). The bare app
 and aia-bot take turns, so both see the same machine.
 
     .venv/bin/python bench/ack_latency.py [--concurrency 50] [--rounds 5] [--kube-delay 2] [--database URL]
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -128,12 +130,21 @@ def cpu_seconds(process: BotProcess) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def loop_cpu_seconds(process: BotProcess) -> float:
+    """CPU time of the process's main thread (the event loop that acks), in ns precision."""
+    assert process.process is not None
+    pid = process.process.pid
+    return int(Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--kube-delay", type=float, default=2.0)
     parser.add_argument("--database", default=None, help="DATABASE_URL (default: a SQLite file)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy aia-bot over the measured rounds (threads on CPU) into DIR/ack.txt")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="aia-bench-"))
@@ -154,23 +165,39 @@ def main() -> int:
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
     try:
         bare.start()
-        # Warm-up: first request pays for imports and connection pools.
-        one_round(bot, slack, 2, pool)
-        one_round(bare, slack, 2, pool)
-        slack.wait_for(lambda: len(slack.calls_to("chat.postMessage")) >= 2, timeout=30)
+        # Warm-up, a whole burst each: the first burst pays for imports, connection pools and
+        # the first use of every worker thread, once in a process's life.
+        one_round(bot, slack, args.concurrency, pool)
+        one_round(bare, slack, args.concurrency, pool)
+        slack.wait_for(lambda: len(slack.calls_to("chat.postMessage")) >= args.concurrency, timeout=60)
         kube.delay_seconds = args.kube_delay
         latencies: list[float] = []
         bare_latencies: list[float] = []
         answer_times: list[float] = []
+        spy = None
+        if args.profile is not None:
+            assert bot.process is not None
+            args.profile.mkdir(parents=True, exist_ok=True)
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",  # noqa: S603
+                                    str(bot.process.pid), "--rate", "500", "--format", "raw", "--nonblocking",
+                                    "--threads", "--output", str(args.profile / "ack.txt")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
         cpu_before = cpu_seconds(bot)
+        loop_cpu = {"aia-bot": 0.0, "bare": 0.0}
         for _ in range(args.rounds):
             # The bare app's round first: aia-bot's slow answers (Kubernetes delayed) must
             # not be running beside it, or the baseline would be measured on a busier machine.
+            loop_before = loop_cpu_seconds(bare)
             bare_round = one_round(bare, slack, args.concurrency, pool)
+            loop_cpu["bare"] += loop_cpu_seconds(bare) - loop_before
             bare_latencies += bare_round
             posted_before = len(slack.calls_to("chat.postMessage"))
             started = time.perf_counter()
+            loop_before = loop_cpu_seconds(bot)
             this_round = one_round(bot, slack, args.concurrency, pool)
+            # The loop's CPU until the last ack: the queued work is still waiting for quiet.
+            loop_cpu["aia-bot"] += loop_cpu_seconds(bot) - loop_before
             latencies += this_round
             print(f"  round: aia-bot p50 {statistics.median(this_round) * 1000:.1f} ms, max {max(this_round) * 1000:.1f} ms;"
                   f" bare Bolt p50 {statistics.median(bare_round) * 1000:.1f} ms, max {max(bare_round) * 1000:.1f} ms")
@@ -179,6 +206,9 @@ def main() -> int:
                 timeout=120,
             )
             answer_times.append(time.perf_counter() - started)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
         assert bot.process is not None
         status = Path(f"/proc/{bot.process.pid}/status").read_text()
         peak_rss = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
@@ -192,6 +222,8 @@ def main() -> int:
         print(f"ratio aia-bot / bare Bolt: p50 {statistics.median(ms) / statistics.median(bare_ms):.2f}  "
               f"p99 {percentile(ms, 99) / percentile(bare_ms, 99):.2f}  (goal: p99 <= 1.25)")
         print(f"CPU of aia-bot serve per request (ack + answer): {1000 * bot_cpu / len(ms):.1f} ms")
+        print(f"event loop CPU per ack: aia-bot {1000 * loop_cpu['aia-bot'] / len(ms):.2f} ms, "
+              f"bare Bolt {1000 * loop_cpu['bare'] / len(bare_ms):.2f} ms")
         print(f"all {args.concurrency} answers in Slack after (s): "
               + ", ".join(f"{t:.1f}" for t in answer_times))
         print(f"peak RSS of aia-bot serve: {int(peak_rss) / 1024:.0f} MiB")

@@ -7,7 +7,6 @@ even when Kubernetes takes 5 s to answer.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -55,8 +54,9 @@ class SlackFrontend:
         self.executor = ThreadPoolExecutor(
             max_workers=core.settings.aia_worker_threads, thread_name_prefix="aia-work"
         )
-        # The HTTP route notes each request; workers start when a burst of them is acked.
-        self.acks = AckFirst()
+        # Work is handed to the workers once a burst of requests is acked (the HTTP route
+        # notes each request as it arrives).
+        self.acks = AckFirst(self.executor)
         self._start_all_workers(core.settings.aia_worker_threads)
 
     def _start_all_workers(self, count: int) -> None:
@@ -124,13 +124,11 @@ class SlackFrontend:
         return app
 
     def submit(self, fn: Callable[[dict[str, Any]], None], body: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, self._guarded, fn, body)
-        future.add_done_callback(lambda f: f.exception())  # never "exception was never retrieved"
+        """On the event loop, after the ack: the work runs on a worker once the burst is acked."""
+        self.acks.submit(self._guarded, fn, body)
 
     def _guarded(self, fn: Callable[[dict[str, Any]], None], body: dict[str, Any]) -> None:
         try:
-            self.acks.wait()
             fn(body)
         except Exception:  # noqa: BLE001 - the worker must survive anything one request does
             log.exception("unhandled error while answering a Slack request")
