@@ -59,6 +59,11 @@ FOLD_BUDGET_SECONDS = 0.05
 SQLITE_FOLD_BUDGET_SECONDS = 0.02
 # After a wake-up, let a burst of webhooks land so that one transaction folds them all.
 GATHER_SECONDS = 0.02
+# While webhooks keep arriving, answering them comes first: folding waits for a pause of
+# GATHER_SECONDS, but never longer than this after the first webhook not folded yet. The
+# bodies are stored already, and Slack posts are paced at one a second anyway; a storm that
+# goes on longer than this is folded as it arrives (the oldest row waits no longer).
+FOLD_HOLD_SECONDS = 1.0
 # Idle, the folder only looks for rows a stopped replica left behind (each replica's webhooks
 # wake its own folder), so it can look rarely.
 IDLE_POLL_SECONDS = 2.0
@@ -288,12 +293,16 @@ class InboxFolder:
     name = "alert-inbox"
 
     def __init__(self, fold: Callable[[], FoldRound], poll_seconds: float,
-                 on_stop: Callable[[], None] = lambda: None) -> None:
+                 on_stop: Callable[[], None] = lambda: None, hold_seconds: float = FOLD_HOLD_SECONDS) -> None:
         self.fold = fold
         self.on_stop = on_stop
         self.poll_seconds = poll_seconds
+        self.hold_seconds = hold_seconds
         self._wake = threading.Condition()
         self._poked = False
+        self._last_poke = float("-inf")
+        # When the oldest of this replica's webhooks not folded yet arrived (None: all folded).
+        self._oldest_poke: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -312,14 +321,33 @@ class InboxFolder:
         self.on_stop()
 
     def poke(self) -> None:
+        """A webhook was stored (called on the webhook's thread)."""
+        now = time.monotonic()
         with self._wake:
+            self._last_poke = now
+            if self._oldest_poke is None:
+                self._oldest_poke = now
             if not self._poked:
                 self._poked = True
                 self._wake.notify()
 
+    def _settle(self) -> None:
+        """Wait while webhooks keep arriving: until none came for GATHER_SECONDS, and at most
+        until the oldest one not folded yet is hold_seconds old."""
+        while not self._stop.is_set():
+            with self._wake:
+                now = time.monotonic()
+                oldest = now if self._oldest_poke is None else self._oldest_poke
+                until = min(self._last_poke + GATHER_SECONDS, oldest + self.hold_seconds)
+            if now >= until:
+                return
+            self._stop.wait(until - now)
+
     def _loop(self) -> None:
         failures = 0
         while not self._stop.is_set():
+            with self._wake:
+                folding_since = time.monotonic()
             try:
                 round_ = self.fold()
                 failures = 0
@@ -328,7 +356,13 @@ class InboxFolder:
                 log.warning("alert inbox: folding failed (%s); retrying", type(exc).__name__)
                 self._stop.wait(min(5.0, 0.2 * 2 ** min(failures, 5)))
                 continue
-            if round_.more:
+            if not round_.more:
+                with self._wake:
+                    # Every webhook poked before this round began is folded now.
+                    if self._oldest_poke is not None and self._last_poke <= folding_since:
+                        self._oldest_poke = None
+            else:
+                self._settle()
                 continue
             with self._wake:
                 if not self._poked and not self._stop.is_set():
@@ -337,4 +371,4 @@ class InboxFolder:
                     self._wake.wait(min(self.poll_seconds, 0.05) if round_.busy else max(self.poll_seconds, IDLE_POLL_SECONDS))
                 woken, self._poked = self._poked, False
             if woken:
-                self._stop.wait(GATHER_SECONDS)
+                self._settle()

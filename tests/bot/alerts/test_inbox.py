@@ -205,6 +205,95 @@ def test_the_folder_survives_a_database_outage() -> None:
     assert len(calls) >= 3 and calls[2] - calls[1] >= 0.2  # backed off between tries
 
 
+class _Stream:
+    """Pokes a folder like a replica's webhooks: every ``every`` seconds for ``seconds``."""
+
+    def __init__(self, folder: InboxFolder, every: float, seconds: float) -> None:
+        self.folder, self.every, self.seconds = folder, every, seconds
+        self.first = self.last = 0.0
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        self.first = time.monotonic()
+        while time.monotonic() - self.first < self.seconds:
+            self.folder.poke()
+            self.last = time.monotonic()
+            time.sleep(self.every)
+
+    def __enter__(self) -> _Stream:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.thread.join()
+
+
+def test_a_lone_webhook_is_folded_at_once() -> None:
+    folds: list[float] = []
+    folder = InboxFolder(lambda: folds.append(time.monotonic()) or FoldRound(), poll_seconds=5, hold_seconds=2)
+    folder.start()
+    try:
+        time.sleep(0.2)
+        folds.clear()
+        poked = time.monotonic()
+        folder.poke()
+        time.sleep(0.5)
+    finally:
+        folder.stop()
+    assert folds and 0.015 <= folds[0] - poked < 0.3
+
+
+def test_folding_waits_while_webhooks_keep_arriving_but_no_longer_than_the_hold() -> None:
+    folds: list[float] = []
+    folder = InboxFolder(lambda: folds.append(time.monotonic()) or FoldRound(), poll_seconds=5, hold_seconds=0.4)
+    folder.start()
+    try:
+        time.sleep(0.2)
+        folds.clear()
+        with _Stream(folder, every=0.005, seconds=1.5) as stream:
+            pass
+        time.sleep(0.3)
+    finally:
+        folder.stop()
+    during = [t for t in folds if t <= stream.last]
+    # Answering comes first: no fold before the hold, then one per hold at most...
+    assert during and during[0] - stream.first >= 0.35
+    assert len(during) <= 5
+    # ...and never a wait longer than the hold (plus a scheduling margin).
+    gaps = [b - a for a, b in zip([stream.first, *during], during, strict=False)]
+    assert max(gaps) < 0.4 + 0.25
+    # Once the webhooks stop, what is left is folded after a short pause.
+    assert any(0 < t - stream.last < 0.25 for t in folds)
+
+
+def test_a_storm_longer_than_the_hold_is_folded_as_it_arrives() -> None:
+    """A backlog older than the hold is never held again: the folder works through it
+    back to back while the webhooks go on (the inbox cannot grow without bound)."""
+    folds: list[float] = []
+    stream_on = threading.Event()
+
+    def fold() -> FoldRound:
+        folds.append(time.monotonic())
+        time.sleep(0.005)
+        return FoldRound(more=stream_on.is_set())  # a backlog while the storm lasts
+
+    folder = InboxFolder(fold, poll_seconds=5, hold_seconds=0.3)
+    folder.start()
+    try:
+        time.sleep(0.2)
+        folds.clear()
+        stream_on.set()
+        with _Stream(folder, every=0.005, seconds=1.2) as stream:
+            pass
+        stream_on.clear()
+        time.sleep(0.2)
+    finally:
+        folder.stop()
+    assert folds[0] - stream.first >= 0.25  # the first hold
+    after_hold = [t for t in folds if stream.first + 0.6 <= t <= stream.last]
+    assert len(after_hold) >= 20  # back to back, not one per hold
+
+
 # -- the HTTP endpoint --------------------------------------------------------------------
 def _post(core, body: bytes, token: str | None = TOKEN) -> httpx.Response:  # type: ignore[no-untyped-def]
     app = Starlette(routes=[Route("/alertmanager", AlertmanagerWebhook(core).handle, methods=["POST"])])
