@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import BaseJobStore
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -28,13 +29,15 @@ Step = tuple[str, int]
 
 
 class StepTimers:
-    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 jobstore: BaseJobStore | None = None) -> None:
+        """``jobstore``: an in-memory store unless given (one per scheduler, never shared)."""
         # Due times are on the engine's clock; APScheduler runs on the machine's. A timer
         # goes off when the engine's clock reaches the due time (tests move that clock).
         self.clock = clock
         self.scheduler = BackgroundScheduler(
             timezone=UTC,
-            jobstores={"default": MemoryJobStore()},
+            jobstores={"default": jobstore if jobstore is not None else MemoryJobStore()},
             # Poll, retry and heartbeat run on their own threads: a burst of due steps must
             # not delay the heartbeat, or the others would take this replica for dead.
             executors={"default": ThreadPoolExecutor(max_workers=2), "control": ThreadPoolExecutor(max_workers=3)},
@@ -56,6 +59,11 @@ class StepTimers:
 
     def stop(self) -> None:
         if self.scheduler.running:
+            # The jobs go first, while the scheduler still runs. APScheduler 3.x marks itself
+            # stopped before it takes its job-store lock, so a date job it had just run would
+            # then be looked for among the pending jobs, not in its store, and its thread
+            # would log a JobLookupError traceback at every such shutdown.
+            self.scheduler.remove_all_jobs()
             self.scheduler.shutdown(wait=False)
         self.due.put(None)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from apscheduler.job import Job
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 
 from bot.escalation.timers import BUCKET_SECONDS, StepTimers
 
@@ -54,3 +59,48 @@ def test_a_step_added_to_a_bucket_that_already_rang_is_not_lost(timers: StepTime
     timers.schedule("E2", 1, past)  # same bucket, after its job ran
     timers.schedule("E1", 1, past)  # fired already: may be scheduled again (a retry "later")
     assert sorted(step for step, _ in _take(timers, 2)) == [("E1", 1), ("E2", 1)]
+
+
+class _StoreThatStallsUntilStopped(MemoryJobStore):
+    """Holds the scheduler's thread inside its job-store lock until the scheduler says it is
+    stopped (or 2 s pass): the moment a shutdown races with a date job that has just run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed = threading.Event()
+        self.stalled = threading.Event()
+
+    def get_due_jobs(self, now: datetime) -> list[Job]:
+        due = super().get_due_jobs(now)
+        if due and self.armed.is_set():
+            self.stalled.set()
+            deadline = time.monotonic() + 2
+            while self._scheduler.state != STATE_STOPPED and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return due
+
+    def start(self, scheduler: BaseScheduler, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._scheduler = scheduler
+
+
+def test_stopping_while_a_bucket_rings_logs_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    store = _StoreThatStallsUntilStopped()
+    timers = StepTimers(jobstore=store)
+    timers.start()
+    store.armed.set()
+    failures: list[str] = []
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda args: failures.append(args.exc_type.__name__)
+    try:
+        with caplog.at_level(logging.ERROR, logger="apscheduler"):
+            timers.schedule("esc-stop", 1, datetime.now(UTC))
+            assert store.stalled.wait(5)
+            timers.stop()
+            thread = timers.scheduler._thread  # noqa: SLF001 - to wait for its last round
+            if thread is not None:
+                thread.join(5)
+    finally:
+        threading.excepthook = previous_hook
+    assert failures == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
