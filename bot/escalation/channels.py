@@ -26,6 +26,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.errors import PageFailed
 from bot.redaction import redact
+from bot.settings import Settings
 
 PD_SOURCE = "aia-runbook-bot"
 PAGE_EVENT = "aia_escalation_page"
@@ -155,6 +156,16 @@ class SmtpConfig:
     sender: str
     ca_file: Path | None
     timeout: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpConfig | None:
+        """None when SMTP_HOST is not set (email paging off; a policy that emails is refused at start)."""
+        if not settings.smtp_host:
+            return None
+        return cls(host=settings.smtp_host, port=settings.smtp_port, starttls=settings.smtp_starttls,
+                   username=settings.smtp_username,
+                   password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+                   sender=settings.smtp_from, ca_file=settings.smtp_ca_file, timeout=settings.smtp_timeout_seconds)
 
 
 class EmailPager:

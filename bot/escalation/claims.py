@@ -4,7 +4,8 @@ Firing a step is a compare-and-set on the escalation row (``version``) in the sa
 transaction as inserting the step's pages *already claimed* (token + lease + replica).
 A timer for an old version, a second replica or a retried job finds a newer version and
 does nothing. Pages whose holder died (lease over, or heartbeat missed) are claimed again
-by another replica, with a new token; the old holder's token no longer matches (fencing).
+by another replica, with a new token; the old holder's token no longer matches (fencing):
+that part is page_claims.py.
 
 Everything here is SQLAlchemy Core on a Connection: under a burst of due steps the ORM's
 unit of work cost more CPU than the rest of a page together (see docs/benchmarks.md).
@@ -48,7 +49,7 @@ EVENTS = typed(Table, EscalationEvent.__table__)
 CLAIM_COLUMNS = tuple(ESCALATIONS.c[name] for name in (
     "id", "version", "status", "next_level", "next_due_at", "next_reason", "step_seq", "cycle", "policy",
     "title", "severity", "channel_id", "thread_ts", "card_ts"))
-_PAGE_COLUMNS = (PAGES.c.id, PAGES.c.key, PAGES.c.kind, PAGES.c.target, PAGES.c.level, PAGES.c.payload,
+PAGE_COLUMNS = (PAGES.c.id, PAGES.c.key, PAGES.c.kind, PAGES.c.target, PAGES.c.level, PAGES.c.payload,
                  PAGES.c.attempts)
 Step = tuple[str, int]  # (escalation id, version the timer was set for)
 
@@ -255,60 +256,6 @@ class Claims:
         } for i, url in enumerate(sorted(urls))]
         ids = conn.execute(insert(PAGES).returning(PAGES.c.id, sort_by_parameter_order=True), rows).scalars().all()
         return list(ids), token
-
-    def _recoverable(self, now: datetime) -> Any:
-        """Pages to (re)send now: retry time came, lease over, or holder stopped beating."""
-        return ((PAGES.c.status == "pending") & (PAGES.c.next_attempt_at <= now)) | (
-            (PAGES.c.status == "sending")
-            & ((PAGES.c.claimed_until < now) | PAGES.c.claimed_by.in_(self.membership.dead_replicas(now)))
-        )
-
-    def recover(self, limit: int = 200) -> list[tuple[int, str]]:
-        """Claim pages whose retry time came or whose holder died: (page id, new token) each."""
-        now = self.clock()
-        with self.engine.connect() as conn:
-            ids = conn.execute(
-                select(PAGES.c.id).where(self._recoverable(now)).order_by(PAGES.c.id).limit(limit)
-            ).scalars().all()
-        claimed: list[tuple[int, str]] = []
-        for delivery_id in ids:
-            token = secrets.token_hex(8)
-            with self.engine.begin() as conn:
-                taken = conn.execute(
-                    update(PAGES).where(PAGES.c.id == delivery_id, self._recoverable(now))
-                    .values(status="sending", claim_token=token, claimed_by=self.membership.replica,
-                            claimed_until=now + timedelta(seconds=self.lease_seconds))
-                ).rowcount
-            if taken == 1:
-                claimed.append((delivery_id, token))
-        return claimed
-
-    def load(self, delivery_id: int, token: str) -> tuple[Incident, Page] | None:
-        """A page this token holds, with its escalation (a retry, or a taken-over page)."""
-        with self.engine.connect() as conn:
-            page = conn.execute(select(*_PAGE_COLUMNS, PAGES.c.escalation_id, PAGES.c.claim_token)
-                                .where(PAGES.c.id == delivery_id)).first()
-            if page is None or page.claim_token != token:
-                return None
-            row = conn.execute(select(*CLAIM_COLUMNS).where(ESCALATIONS.c.id == page.escalation_id)).first()
-        if row is None:
-            return None
-        return incident_of(row), Page(page.id, page.key, page.kind, page.target, page.level,
-                                      json.loads(page.payload or "{}"), page.attempts)
-
-    def still_mine(self, delivery_ids: list[int], token: str) -> set[int]:
-        """Fencing: which of these pages this claim still holds. A replica taken for dead
-        (too slow to beat) finds its pages taken over and leaves them to the new holder."""
-        if not delivery_ids:
-            return set()
-        with self.engine.connect() as conn:
-            return set(conn.execute(
-                select(PAGES.c.id).where(PAGES.c.id.in_(delivery_ids), PAGES.c.claim_token == token)
-            ).scalars())
-
-    def surely_mine(self, claim: Claim) -> bool:
-        """No other replica can have taken this claim over yet: no need to ask the database."""
-        return self.membership.surely_alive_until(claim.lease_end)
 
 
 def _renumber(plans: list[tuple[Any, StepPlan, int]], page_rows: list[dict[str, Any]]) -> list[tuple[Any, StepPlan, int]]:

@@ -23,8 +23,9 @@ from bot.escalation.channels import (
     SlackPager,
     WebhookPager,
 )
-from bot.escalation.claims import ESCALATIONS, EVENTS, PAGES, Claim, Claims, event_values
+from bot.escalation.claims import ESCALATIONS, EVENTS, PAGES, Claim, event_values
 from bot.escalation.engines import retry_once
+from bot.escalation.page_claims import PageClaims
 from bot.escalation.pages import Incident, Page, channel_label, email_body, target_label
 from bot.escalation.state import BOT_ACTOR, Status
 from bot.escalation.views import EscalationRenderer, view_of
@@ -100,7 +101,7 @@ class SentMarks:
 
 
 class Delivery:
-    def __init__(self, engine: Engine, marks: SentMarks, claims: Claims, slack: SlackPager, email: EmailPager,
+    def __init__(self, engine: Engine, marks: SentMarks, claims: PageClaims, slack: SlackPager, email: EmailPager,
                  webhook: WebhookPager, renderer: Callable[[], EscalationRenderer], clock: Callable[[], datetime],
                  max_attempts: int, retry_seconds: float) -> None:
         self.engine = engine

@@ -33,6 +33,7 @@ from bot.escalation.engines import HotEngines
 from bot.escalation.lookups import Lookups
 from bot.escalation.machine import Change, EscalationMachine, new_escalation_id
 from bot.escalation.membership import Membership
+from bot.escalation.page_claims import PageClaims
 from bot.escalation.state import BOT_ACTOR, FIRING, OPEN, Status, utcnow
 from bot.escalation.timeline import timeline_markdown
 from bot.escalation.timers import StepTimers
@@ -81,7 +82,7 @@ class EscalationService:
         engine = engine if engine is not None else sessions.kw["bind"]
         self.engine = engine
         self.slack = SlackPager(web)
-        self.email = EmailPager(_smtp_config(settings))
+        self.email = EmailPager(SmtpConfig.from_settings(settings))
         key = settings.aia_paging_routing_key
         self.webhook = WebhookPager(key.get_secret_value() if key else None)
         self._renderer: EscalationRenderer = renderer or PlainRenderer()
@@ -91,8 +92,9 @@ class EscalationService:
         self.engines = HotEngines(engine)
         self.claims = Claims(engine, self.engines.claims, self.membership, clock_fn,
                              settings.aia_escalation_lease_seconds, settings.aia_escalation_late_seconds)
+        self.page_claims = PageClaims(engine, self.membership, clock_fn, settings.aia_escalation_lease_seconds)
         marks = SentMarks(self.engines.marks, self.membership.replica, clock_fn)
-        self.delivery = Delivery(engine, marks, self.claims, self.slack, self.email, self.webhook,
+        self.delivery = Delivery(engine, marks, self.page_claims, self.slack, self.email, self.webhook,
                                  lambda: self._renderer, clock_fn, settings.aia_escalation_max_attempts,
                                  settings.aia_escalation_retry_seconds)
         self.lookups = Lookups(sessions, clock_fn)
@@ -232,7 +234,7 @@ class EscalationService:
 
     def retry_pages(self, limit: int = 200) -> int:
         """Send pages whose retry time came, or whose claim holder died (lease over, no heartbeat)."""
-        claimed = self.claims.recover(limit)
+        claimed = self.page_claims.recover(limit)
         for delivery_id, token in claimed:
             self.delivery.send([delivery_id], token, recovering=True)
         return len(claimed)
@@ -274,17 +276,6 @@ class EscalationService:
 
     def pages_of(self, escalation_id: str) -> list[EscalationDelivery]:
         return self.lookups.pages_of(escalation_id)
-
-
-def _smtp_config(settings: Settings) -> SmtpConfig | None:
-    if not settings.smtp_host:
-        return None
-    return SmtpConfig(
-        host=settings.smtp_host, port=settings.smtp_port, starttls=settings.smtp_starttls,
-        username=settings.smtp_username,
-        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-        sender=settings.smtp_from, ca_file=settings.smtp_ca_file, timeout=settings.smtp_timeout_seconds,
-    )
 
 
 def check_paging_settings(settings: Settings, policy: EscalationPolicy | None) -> None:
