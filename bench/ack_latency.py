@@ -144,7 +144,8 @@ def main() -> int:
     parser.add_argument("--kube-delay", type=float, default=2.0)
     parser.add_argument("--database", default=None, help="DATABASE_URL (default: a SQLite file)")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="py-spy aia-bot over the measured rounds (threads on CPU) into DIR/ack.txt")
+                        help="py-spy aia-bot and the bare app over the measured rounds (threads on CPU) "
+                             "into DIR/ack.txt and DIR/bare.txt")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="aia-bench-"))
@@ -174,14 +175,16 @@ def main() -> int:
         latencies: list[float] = []
         bare_latencies: list[float] = []
         answer_times: list[float] = []
-        spy = None
+        spies = []
         if args.profile is not None:
-            assert bot.process is not None
             args.profile.mkdir(parents=True, exist_ok=True)
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",  # noqa: S603
-                                    str(bot.process.pid), "--rate", "500", "--format", "raw", "--nonblocking",
-                                    "--threads", "--output", str(args.profile / "ack.txt")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, app in (("ack.txt", bot), ("bare.txt", bare)):
+                assert app.process is not None
+                spies.append(subprocess.Popen(  # noqa: S603 - py-spy from this virtualenv
+                    [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(app.process.pid),
+                     "--rate", "500", "--format", "raw", "--nonblocking", "--threads",
+                     "--output", str(args.profile / name)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             time.sleep(1.0)
         cpu_before = cpu_seconds(bot)
         loop_cpu = {"aia-bot": 0.0, "bare": 0.0}
@@ -206,7 +209,7 @@ def main() -> int:
                 timeout=120,
             )
             answer_times.append(time.perf_counter() - started)
-        if spy is not None:
+        for spy in spies:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=30)
         assert bot.process is not None

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
-from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookClient
@@ -35,6 +34,7 @@ from handlers.conversations import ConversationPolicy
 from handlers.render_approvals import APPROVAL_ACTION, render_card
 from handlers.render_blocks import RUN_ACTION_ID, SlackMessage, render_problem, render_result
 from handlers.slack_text import escape_mrkdwn, slack_text_to_plain
+from handlers.workspace_authorize import WorkspaceAuthorize
 
 log = logging.getLogger(__name__)
 # Errors that mean "the bot cannot post here", not "Slack is broken".
@@ -78,26 +78,17 @@ class SlackFrontend:
         if http and not signing_secret:
             raise ConfigurationError("SLACK_SIGNING_SECRET is not set (or blank); HTTP mode needs it")
 
-        async def authorize(enterprise_id: str | None, team_id: str | None, **_: Any) -> AuthorizeResult | None:
-            # The auth.test answer was fetched once at start-up: no Slack call on the ack path.
-            if team_id and self.team_id and team_id != self.team_id:
-                log.warning("refused a request from another workspace %s", team_id)
-                # Audited off the ack path, like all other work.
-                self.executor.submit(self._guarded, self._audit_foreign_team, {"team_id": team_id, **_})
-                return None
-            return AuthorizeResult(
-                enterprise_id=enterprise_id,
-                team_id=self.team_id,
-                bot_token=token,
-                bot_id=self.auth_test.get("bot_id"),
-                bot_user_id=self.auth_test.get("user_id"),
-            )
+        def refuse_foreign(details: dict[str, Any]) -> None:
+            log.warning("refused a request from another workspace %s", details.get("team_id"))
+            # Audited off the ack path, like all other work.
+            self.executor.submit(self._guarded, self._audit_foreign_team, details)
 
         app = AsyncApp(
             signing_secret=signing_secret,
             request_verification_enabled=http or signing_secret is not None,
             client=AsyncWebClient(token=token, base_url=settings.slack_api_url),
-            authorize=authorize,  # type: ignore[arg-type]  # None refuses, as Bolt expects
+            # No Slack call and no per-request argument building on the ack path.
+            authorize=WorkspaceAuthorize(token, self.auth_test, refuse_foreign),  # type: ignore[arg-type]  # None refuses
             raise_error_for_unhandled_request=False,
             # Our listeners only ack and hand the work to the thread pool, so running
             # them before the response costs nothing and spares Bolt's 10 ms ack polling.
