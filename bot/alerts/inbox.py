@@ -346,8 +346,7 @@ class InboxFolder:
     def _loop(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            with self._wake:
-                folding_since = time.monotonic()
+            folding_since = time.monotonic()
             try:
                 round_ = self.fold()
                 failures = 0
@@ -358,7 +357,8 @@ class InboxFolder:
                 continue
             if not round_.more:
                 with self._wake:
-                    # Every webhook poked before this round began is folded now.
+                    # Every webhook poked before this round began is folded now. (A poke during
+                    # the round keeps the older mark: the next hold may end early, never late.)
                     if self._oldest_poke is not None and self._last_poke <= folding_since:
                         self._oldest_poke = None
             else:
